@@ -1,0 +1,10 @@
+"""embedflow: the library behind the embedding workflow.
+
+One module per stage (``embed``, ``convert``), with the shared pieces beside
+them: ``chunks`` (reading and validating the corpus), ``encoder`` (models,
+devices, compute precision), ``precision`` (the dtype map and the casts),
+``embeddings_file`` (the Parquet contract) and ``provenance``.
+Importing the package is cheap: torch is imported only by ``encoder``.
+"""
+
+__version__ = "0.1.0"

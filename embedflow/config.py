@@ -1,0 +1,45 @@
+"""Config slices handed to rules through ``params`` (DESIGN.md, "Configuration").
+
+Snakemake reruns a job when one of its params changes, so each rule gets
+exactly the slice of config that changes its output, as canonical JSON text:
+sorted keys, no whitespace, only JSON primitives. Dict order or YAML layout
+never causes a rerun; a setting that changes speed but not results (batch
+size, device) never reaches a tracked param.
+"""
+
+from __future__ import annotations
+
+import json
+
+# Model settings that change the vectors a model produces. batch_size does not.
+MODEL_OUTPUT_KEYS = (
+    "source",
+    "revision",
+    "adapter",
+    "truncate_dim",
+    "document_prompt",
+    "max_seq_length",
+    "compute_precision",
+    "normalize",
+    "trust_remote_code",
+)
+
+
+def canonical_json(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def model_output_slice(spec: dict) -> dict:
+    return {key: spec.get(key) for key in MODEL_OUTPUT_KEYS}
+
+
+def selection_slice(config: dict) -> dict:
+    """Which chunks are embedded, from which field. Sampling keys only matter in test mode."""
+    selection = {"text_field": config["text_field"]}
+    test_mode = config["test_mode"]
+    if test_mode.get("max_chunks") is not None:
+        selection["max_chunks"] = test_mode["max_chunks"]
+        selection["sample"] = test_mode["sample"]
+        if test_mode["sample"] == "random":
+            selection["seed"] = test_mode["seed"]
+    return selection

@@ -1,0 +1,152 @@
+"""Stage ``embed``: chunks file → ``embeddings_<model>_float32.parquet``.
+
+The chunks file is validated before the model loads. Chunks are then read
+again as a stream, encoded a window at a time and written as one Parquet row
+group per window, so memory holds one window of texts and vectors, not the
+corpus. Every output precision is derived from this file by ``convert``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from tqdm import tqdm
+
+from embedflow import encoder as encoders
+from embedflow.chunks import batched, iter_chunks, select_positions, validate_chunks
+from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
+from embedflow.hashing import sha256_text
+from embedflow.provenance import Timer, torch_device_info, write_provenance
+from embedflow.snakemake_rule import params_json, run_rule
+
+log = logging.getLogger(__name__)
+
+# Chunks per encode() call and per Parquet row group. sentence-transformers sorts
+# each call's texts by length, so a large window pads little; 4096 texts of a
+# 2,560-dim model are 42 MB of float32.
+WINDOW_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    model_key: str
+    model: dict  # the model's config spec, defaults filled
+    text_field: str = "content"
+    max_chunks: int | None = None
+    sample: str = "head"
+    seed: int = 0
+    batch_size: int = 32
+    device: str = "auto"
+    require_cuda: bool = False
+    threads: int = 1
+
+
+@dataclass
+class EmbedResult:
+    rows: int
+    corpus_rows: int
+    corpus_sha256: str
+    encoder: encoders.Encoder
+    timer: Timer
+
+
+def embed_corpus(
+    chunks_path: str | Path,
+    output: str | Path,
+    settings: EmbedSettings,
+    progress: TextIO | None = None,
+) -> EmbedResult:
+    corpus = validate_chunks(chunks_path, settings.text_field)
+    positions = select_positions(corpus.count, settings.max_chunks, settings.sample, settings.seed)
+    selected = corpus.count if positions is None else len(positions)
+    log.info("%s: %d chunks, embedding %d (field %r)", chunks_path, corpus.count, selected, settings.text_field)
+
+    encoders.set_threads(settings.threads)
+    encoder = encoders.load_encoder(settings.model_key, settings.model, settings.device, settings.require_cuda)
+    meta = EmbeddingsMetadata(
+        model=settings.model_key,
+        model_source=settings.model["source"],
+        dim=encoder.dim,
+        precision="float32",
+        normalized=encoder.normalize,
+        compute_precision=encoder.compute_precision,
+        text_field=settings.text_field,
+        corpus_sha256=corpus.sha256,
+    )
+    prompt = settings.model.get("document_prompt")
+    timer = Timer()
+    windows = batched(iter_chunks(chunks_path, settings.text_field, positions), WINDOW_ROWS)
+    with EmbeddingsWriter(output, meta) as writer, tqdm(
+        total=selected, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None
+    ) as bar:
+        for window in windows:
+            texts = [chunk.text for chunk in window]
+            vectors = encoder.encode(texts, prompt, settings.batch_size)
+            writer.write([chunk.id for chunk in window], vectors, [sha256_text(t) for t in texts])
+            bar.update(len(window))
+    timer.stop()
+    log.info(
+        "wrote %s: %d rows x %d dims in %.1f s (%.1f chunks/s)",
+        output, writer.rows, encoder.dim, timer.seconds, writer.rows / max(timer.seconds, 1e-9),
+    )
+    if encoder.truncated_texts:
+        log.warning(
+            "%d chunk(s) were longer than max_seq_length=%d tokens and were embedded truncated",
+            encoder.truncated_texts, encoder.max_seq_length,
+        )
+    return EmbedResult(writer.rows, corpus.count, corpus.sha256, encoder, timer)
+
+
+def main(snakemake) -> None:
+    model = params_json(snakemake, "model")
+    selection = params_json(snakemake, "selection")
+    runtime = params_json(snakemake, "runtime")
+    settings = EmbedSettings(
+        model_key=snakemake.wildcards.model,
+        model={**model, **runtime["model"]},
+        text_field=selection["text_field"],
+        max_chunks=selection.get("max_chunks"),
+        sample=selection.get("sample", "head"),
+        seed=selection.get("seed", 0),
+        batch_size=runtime["model"]["batch_size"],
+        device=runtime["device"],
+        require_cuda=runtime["require_cuda"],
+        threads=snakemake.threads,
+    )
+    with open(snakemake.log[0], "a", encoding="utf-8") as progress:
+        result = embed_corpus(snakemake.input.chunks, snakemake.output.parquet, settings, progress)
+    write_provenance(
+        snakemake.output.parquet,
+        rule=snakemake.rule,
+        wildcards=dict(snakemake.wildcards),
+        config={"model": model, "selection": selection, "runtime (does not change the output)": runtime},
+        inputs=list(snakemake.input),
+        timing=result.timer.record(result.rows, unit="chunks"),
+        device={
+            **torch_device_info(result.encoder.device),
+            "compute_precision": result.encoder.compute_precision,
+            "tf32": result.encoder.tf32,
+        },
+        model=result.encoder.identity,
+        extra={
+            "corpus": {
+                "path": str(snakemake.input.chunks),
+                "sha256": result.corpus_sha256,
+                "chunks": result.corpus_rows,
+                "embedded": result.rows,
+            },
+            "embedding": {
+                "dim": result.encoder.dim,
+                "normalized": result.encoder.normalize,
+                "max_seq_length": result.encoder.max_seq_length,
+                "truncated_chunks": result.encoder.truncated_texts,
+            },
+        },
+    )
+
+
+def run(snakemake) -> None:
+    run_rule(snakemake, main)

@@ -1,0 +1,173 @@
+"""The embeddings Parquet file (DESIGN.md, "embeddings_<model>_<precision>.parquet").
+
+One row per chunk in input order: ``id`` (string), ``embedding``
+(``fixed_size_list<float32|float16|int8|uint8, width>``) and ``text_sha256``.
+The file's key-value metadata repeats model, dim, precision and
+normalization, and for int8 the calibration ranges.
+
+``EmbeddingsWriter`` writes row groups as batches arrive into a hidden
+temporary file next to the target and renames it into place only when the
+file is complete, so no reader ever sees half a file, and a failure (or a
+full disk) leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from embedflow.errors import InputError
+from embedflow.precision import get_precision
+
+COMPRESSION = "zstd"
+
+
+@dataclass(frozen=True)
+class EmbeddingsMetadata:
+    model: str  # the model key (the <model> wildcard)
+    model_source: str  # Hugging Face id, local path or bundled:<name>
+    dim: int  # embedding dimensions (after truncate_dim)
+    precision: str
+    normalized: bool
+    compute_precision: str
+    text_field: str
+    corpus_sha256: str
+    int8_ranges: list[list[float]] | None = field(default=None)
+
+    def to_parquet(self) -> dict[bytes, bytes]:
+        return {
+            key.encode(): (value if isinstance(value, str) else json.dumps(value)).encode()
+            for key, value in asdict(self).items()
+            if value is not None
+        }
+
+    @classmethod
+    def from_parquet(cls, raw: dict[bytes, bytes] | None, path: str) -> EmbeddingsMetadata:
+        raw = {key.decode(): value.decode() for key, value in (raw or {}).items()}
+        values = {}
+        for item in fields(cls):
+            if item.name not in raw:
+                if item.default is None:
+                    continue
+                raise InputError(f"{path}: Parquet metadata has no '{item.name}'")
+            text = raw[item.name]
+            values[item.name] = text if item.type == "str" else json.loads(text)
+        return cls(**values)
+
+    def ranges_array(self) -> np.ndarray | None:
+        return None if self.int8_ranges is None else np.asarray(self.int8_ranges, dtype=np.float32)
+
+
+def arrow_schema(meta: EmbeddingsMetadata) -> pa.Schema:
+    precision = get_precision(meta.precision)
+    value_type = pa.from_numpy_dtype(precision.numpy_dtype)
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(value_type, precision.width(meta.dim)), nullable=False),
+            pa.field("text_sha256", pa.string(), nullable=False),
+        ],
+        metadata=meta.to_parquet(),
+    )
+
+
+def _temporary_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+class EmbeddingsWriter:
+    """Context manager: ``write(ids, vectors, hashes)`` per batch; renamed into place on success."""
+
+    def __init__(self, path: str | Path, meta: EmbeddingsMetadata):
+        self.path = Path(path)
+        self.meta = meta
+        self.schema = arrow_schema(meta)
+        self._precision = get_precision(meta.precision)
+        self._tmp = _temporary_path(self.path)
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def __enter__(self) -> EmbeddingsWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=COMPRESSION)
+        return self
+
+    def write(self, ids: list[str], vectors: np.ndarray, hashes: list[str]) -> None:
+        width = self._precision.width(self.meta.dim)
+        if vectors.shape != (len(ids), width):
+            raise ValueError(f"batch of shape {vectors.shape}, expected ({len(ids)}, {width})")
+        flat = pa.array(
+            np.ascontiguousarray(vectors, dtype=self._precision.numpy_dtype).reshape(-1),
+            type=self.schema.field("embedding").type.value_type,
+        )
+        table = pa.Table.from_arrays(
+            [
+                pa.array(ids, type=pa.string()),
+                pa.FixedSizeListArray.from_arrays(flat, width),
+                pa.array(hashes, type=pa.string()),
+            ],
+            schema=self.schema,
+        )
+        self._writer.write_table(table, row_group_size=max(len(ids), 1))
+        self.rows += len(ids)
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            self._writer.close()
+            if exc_type is None:
+                _fsync(self._tmp)
+                os.replace(self._tmp, self.path)
+        finally:
+            if self._tmp.exists():
+                self._tmp.unlink()
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def read_metadata(path: str | Path) -> EmbeddingsMetadata:
+    return EmbeddingsMetadata.from_parquet(pq.read_schema(path).metadata, str(path))
+
+
+@dataclass
+class EmbeddingsBatch:
+    ids: list[str]
+    vectors: np.ndarray  # (rows, width) in the stored dtype
+    hashes: list[str]
+
+
+def fixed_size_list_to_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    width = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+
+
+def iter_batches(path: str | Path, batch_rows: int = 8192) -> Iterator[EmbeddingsBatch]:
+    """Stream a file batch by batch; memory stays bounded by ``batch_rows``."""
+    with pq.ParquetFile(path) as parquet:
+        for record_batch in parquet.iter_batches(batch_size=batch_rows):
+            yield EmbeddingsBatch(
+                ids=record_batch.column("id").to_pylist(),
+                vectors=fixed_size_list_to_numpy(record_batch.column("embedding")),
+                hashes=record_batch.column("text_sha256").to_pylist(),
+            )
+
+
+def read_all(path: str | Path) -> tuple[EmbeddingsMetadata, EmbeddingsBatch]:
+    """The whole file in memory; for tests and small corpora."""
+    table = pq.read_table(path)
+    return read_metadata(path), EmbeddingsBatch(
+        ids=table.column("id").to_pylist(),
+        vectors=fixed_size_list_to_numpy(table.column("embedding")),
+        hashes=table.column("text_sha256").to_pylist(),
+    )

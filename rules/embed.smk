@@ -1,0 +1,26 @@
+rule embed:
+    # One model pass per model, at its compute precision; every output
+    # precision is derived from this float32 file by `convert`.
+    input:
+        chunks=config["chunks"],
+        model_files=local_model_files,
+    output:
+        parquet=unless_configured("float32", embeddings_path("{model}", "float32")),
+        provenance=unless_configured(
+            "float32", provenance_of(embeddings_path("{model}", "float32"))
+        ),
+    log:
+        "results/logs/embed/{model}.log",
+    benchmark:
+        "results/benchmarks/embed/{model}.tsv"
+    conda:
+        "../envs/embed.yaml"
+    threads: config["embed"]["threads"]
+    resources:
+        gpu=1,
+    params:
+        model=model_output_params,
+        selection=selection_params,
+        runtime=embed_runtime_params,
+    script:
+        "../scripts/embed.py"
