@@ -1,0 +1,83 @@
+"""The Parquet contract: schema, metadata, and writes that are all or nothing."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter, iter_batches, read_all, read_metadata
+
+META = EmbeddingsMetadata(
+    model="m", model_source="bundled:x", dim=16, precision="float32", normalized=True,
+    compute_precision="float32", text_field="content", corpus_sha256="0" * 64,
+)
+
+
+def write(path, batches=3, rows=5):
+    with EmbeddingsWriter(path, META) as writer:
+        for b in range(batches):
+            ids = [f"{b}-{r}" for r in range(rows)]
+            writer.write(ids, np.full((rows, 16), b, dtype=np.float32), ["h"] * rows)
+
+
+def test_row_groups_schema_and_metadata(tmp_path):
+    path = tmp_path / "e.parquet"
+    write(path)
+    parquet = pq.ParquetFile(path)
+    assert parquet.metadata.num_row_groups == 3
+    assert str(parquet.schema_arrow.field("embedding").type) == "fixed_size_list<element: float>[16]"
+    assert parquet.metadata.row_group(0).column(1).compression == "ZSTD"
+    assert read_metadata(path) == META
+    meta, batch = read_all(path)
+    assert batch.ids[:2] == ["0-0", "0-1"] and batch.vectors.shape == (15, 16)
+    assert sum(len(b.ids) for b in iter_batches(path, batch_rows=4)) == 15
+
+
+def test_failure_mid_write_leaves_no_file(tmp_path):
+    path = tmp_path / "e.parquet"
+    with pytest.raises(RuntimeError):
+        with EmbeddingsWriter(path, META) as writer:
+            writer.write(["a"], np.zeros((1, 16), np.float32), ["h"])
+            raise RuntimeError("model crashed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_previous_file_survives_a_failed_rewrite(tmp_path):
+    path = tmp_path / "e.parquet"
+    write(path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError):
+        with EmbeddingsWriter(path, META) as writer:
+            writer.write(["a"], np.zeros((1, 8), np.float32), ["h"])  # wrong width
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["e.parquet"]
+
+
+def test_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
+    import pyarrow.parquet as parquet_module
+
+    real_write = parquet_module.ParquetWriter.write_table
+    calls = {"n": 0}
+
+    def failing_write(self, table, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, table, **kwargs)
+
+    monkeypatch.setattr(parquet_module.ParquetWriter, "write_table", failing_write)
+    with pytest.raises(OSError, match="No space"):
+        write(tmp_path / "e.parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_metadata_is_named(tmp_path):
+    import pyarrow as pa
+
+    path = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"id": ["a"]}), path)
+    with pytest.raises(Exception, match="plain.parquet: Parquet metadata has no 'model'"):
+        read_metadata(path)

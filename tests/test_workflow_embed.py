@@ -1,0 +1,152 @@
+"""The embed and convert stages, run by Snakemake itself on a tiny corpus."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import example_chunks, make_workflow
+from embedflow.embeddings_file import read_all
+from embedflow.hashing import sha256_text
+from embedflow.precision import dequantize_int8, unpack_binary
+from embedflow.provenance import read_provenance
+
+PRECISIONS = ["float32", "float16", "bfloat16", "int8", "binary"]
+CHUNKS = 12
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One full run of the default pipeline on 12 example chunks, shared by the tests below."""
+    workflow = make_workflow(tmp_path_factory.mktemp("embed") / "workflow", CHUNKS)
+    workflow.update_config(precisions=PRECISIONS)
+    workflow.snakemake()
+    return workflow
+
+
+def embeddings(workflow, precision):
+    return read_all(workflow.path(f"results/embeddings/embeddings_minilm_{precision}.parquet"))
+
+
+def test_every_precision_has_its_file_and_provenance(finished):
+    for precision in PRECISIONS:
+        path = finished.path(f"results/embeddings/embeddings_minilm_{precision}.parquet")
+        assert path.is_file(), precision
+        assert read_provenance(path)["output"]["bytes"] == path.stat().st_size
+
+
+def test_rows_ids_and_hashes_follow_the_input(finished):
+    chunks = example_chunks(CHUNKS)
+    for precision in PRECISIONS:
+        meta, batch = embeddings(finished, precision)
+        assert batch.ids == [str(chunk["id"]) for chunk in chunks]
+        assert batch.hashes == [sha256_text(chunk["content"]) for chunk in chunks]
+        assert (meta.model, meta.dim, meta.precision, meta.normalized) == ("minilm", 384, precision, True)
+
+
+def test_dtypes_and_widths(finished):
+    expected = {
+        "float32": (np.float32, 384),
+        "float16": (np.float16, 384),
+        "bfloat16": (np.float32, 384),
+        "int8": (np.int8, 384),
+        "binary": (np.uint8, 48),
+    }
+    for precision, (dtype, width) in expected.items():
+        _, batch = embeddings(finished, precision)
+        assert batch.vectors.dtype == dtype, precision
+        assert batch.vectors.shape == (CHUNKS, width), precision
+
+
+def test_float_vectors_are_unit_norm_and_agree(finished):
+    _, reference = embeddings(finished, "float32")
+    np.testing.assert_allclose(np.linalg.norm(reference.vectors, axis=1), 1, atol=1e-5)
+    for precision in ("float16", "bfloat16"):
+        _, batch = embeddings(finished, precision)
+        vectors = batch.vectors.astype(np.float32)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-2)
+        cosine = (vectors * reference.vectors).sum(1) / np.linalg.norm(vectors, axis=1)
+        assert cosine.min() >= 0.999, (precision, cosine.min())
+
+
+def test_bfloat16_values_are_exact_bfloat16(finished):
+    _, batch = embeddings(finished, "bfloat16")
+    low_bits = batch.vectors.view(np.uint32) & 0xFFFF
+    assert not low_bits.any()
+
+
+def test_int8_dequantizes_close_to_float32(finished):
+    meta, batch = embeddings(finished, "int8")
+    _, reference = embeddings(finished, "float32")
+    ranges = meta.ranges_array()
+    assert ranges.shape == (2, 384)
+    np.testing.assert_array_equal(ranges[0], reference.vectors.min(0))
+    np.testing.assert_array_equal(ranges[1], reference.vectors.max(0))
+    restored = dequantize_int8(batch.vectors, ranges)
+    assert restored.shape == reference.vectors.shape
+    cosine = (restored * reference.vectors).sum(1) / np.linalg.norm(restored, axis=1)
+    assert cosine.min() > 0.99
+
+
+def test_binary_unpacks_to_the_signs(finished):
+    meta, batch = embeddings(finished, "binary")
+    _, reference = embeddings(finished, "float32")
+    bits = unpack_binary(batch.vectors, meta.dim)
+    assert bits.shape == (CHUNKS, 384)
+    np.testing.assert_array_equal(bits.astype(bool), reference.vectors > 0)
+
+
+def test_embed_provenance_names_model_device_and_config(finished):
+    record = read_provenance(finished.path("results/embeddings/embeddings_minilm_float32.parquet"))
+    assert record["rule"] == "embed"
+    assert record["config"]["model"]["source"] == "bundled:all-MiniLM-L6-v2"
+    assert record["model"]["adapter_applied"] is False
+    assert record["model"]["weights_sha256"]
+    assert record["device"]["device"] == "cpu"
+    assert record["timing"]["chunks"] == CHUNKS
+    assert record["inputs"][0]["path"] == "data/chunks.json"
+    assert record["software"]["sentence-transformers"]
+
+
+def test_embed_log_names_device_precision_and_dimension(finished):
+    log = finished.path("results/logs/embed/minilm.log").read_text()
+    assert "on CPU" in log
+    assert "compute precision float32" in log and "TF32 off" in log and "dimension 384" in log
+
+
+def test_a_second_run_does_nothing(finished):
+    done = finished.snakemake("--dry-run")
+    assert "Nothing to be done" in done.stdout + done.stderr
+
+
+def test_dry_run_lists_jobs_and_runs_nothing(workflow):
+    done = workflow.snakemake("--dry-run")
+    out = done.stdout
+    for job in ("embed", "convert", "all"):
+        assert job in out
+    assert "This was a dry-run" in out
+    assert not workflow.path("results").exists()
+
+
+def test_float32_is_temporary_when_not_configured(workflow):
+    workflow.update_config(precisions=["float16"])
+    workflow.snakemake()
+    assert workflow.path("results/embeddings/embeddings_minilm_float16.parquet").is_file()
+    assert not workflow.path("results/embeddings/embeddings_minilm_float32.parquet").exists()
+    assert not workflow.path("results/embeddings/embeddings_minilm_float32.parquet.provenance.json").exists()
+
+
+def test_random_sample_is_seeded_and_keeps_input_order(workflow):
+    workflow.update_config(test_mode={"max_chunks": 5, "sample": "random", "seed": 7})
+    workflow.snakemake()
+    _, batch = embeddings(workflow, "float32")
+    order = [str(chunk["id"]) for chunk in example_chunks(12)]
+    assert len(batch.ids) == 5
+    assert batch.ids == sorted(batch.ids, key=order.index)
+    provenance = read_provenance(workflow.path("results/embeddings/embeddings_minilm_float32.parquet"))
+    assert provenance["config"]["selection"] == {
+        "max_chunks": 5, "sample": "random", "seed": 7, "text_field": "content"
+    }
+    assert json.loads(json.dumps(provenance["corpus"]))["embedded"] == 5
