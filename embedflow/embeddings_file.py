@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embedflow.atomic import temporary_path
 from embedflow.errors import InputError
 from embedflow.precision import get_precision
 
@@ -78,10 +79,6 @@ def arrow_schema(meta: EmbeddingsMetadata) -> pa.Schema:
     )
 
 
-def _temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 class EmbeddingsWriter:
     """Context manager: ``write(ids, vectors, hashes)`` per batch; renamed into place on success."""
 
@@ -90,7 +87,7 @@ class EmbeddingsWriter:
         self.meta = meta
         self.schema = arrow_schema(meta)
         self._precision = get_precision(meta.precision)
-        self._tmp = _temporary_path(self.path)
+        self._tmp = temporary_path(self.path)
         self._writer: pq.ParquetWriter | None = None
         self.rows = 0
 

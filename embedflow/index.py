@@ -1,0 +1,266 @@
+"""Stage ``index``: build the ANN index of a loaded table and measure its recall.
+
+The index is built after loading, with ``maintenance_work_mem`` and parallel
+maintenance workers set for the build. When the live index already has the
+definition the settings ask for (only the search settings changed), it is
+kept and only re-measured. The table itself is never touched: changing index
+settings rebuilds the index, never reloads rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedflow.atomic import write_json
+from embedflow.database import DatabaseSettings, connect, describe_target, server_versions
+from embedflow.errors import ConfigError, UserError
+from embedflow.provenance import Timer, write_provenance
+from embedflow.search import SearchPlan, search
+from embedflow.snakemake_rule import params_json, run_rule
+from embedflow.tables import VectorColumn
+
+log = logging.getLogger(__name__)
+
+METHODS = ("hnsw", "ivfflat", "none")
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    method: str = "hnsw"
+    metric: str = "ip"
+    m: int = 16
+    ef_construction: int = 64
+    lists: int | str = "auto"
+    halfvec_for_large: bool = True
+    binary_quantize: bool = False
+    ef_search: int = 40
+    probes: int | str = "auto"
+    rerank_candidates: int = 100
+    recall_sample: int = 100
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict) -> IndexSettings:
+        known = {name: params[name] for name in cls.__dataclass_fields__ if name in params}
+        settings = cls(**known)
+        if settings.method not in METHODS:
+            raise ConfigError(f"index.method must be one of {METHODS}, got {settings.method!r}")
+        return settings
+
+
+def auto_lists(rows: int) -> int:
+    """pgvector's advice: rows / 1000 up to 1 M rows, sqrt(rows) beyond."""
+    return max(1, rows // 1000) if rows <= 1_000_000 else int(math.sqrt(rows))
+
+
+def auto_probes(lists: int) -> int:
+    return max(1, int(math.sqrt(lists)))
+
+
+def index_name(table: str) -> str:
+    return f"{table}_embedding_idx"
+
+
+def column_of(cursor, table: str) -> VectorColumn:
+    row = cursor.execute(
+        """SELECT t.typname, a.atttypmod FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+           WHERE a.attrelid = to_regclass(%s) AND a.attname = 'embedding'""",
+        (table,),
+    ).fetchone()
+    if row is None:
+        raise UserError(f"table {table} does not exist or has no embedding column: run the load first")
+    return VectorColumn(row[0], row[1])
+
+
+def plan_for(column: VectorColumn, settings: IndexSettings) -> SearchPlan:
+    quantize = settings.binary_quantize and column.type != "bit"
+    index_type = "bit" if quantize else column.index_type(settings.halfvec_for_large)
+    return SearchPlan(
+        column=column,
+        index_type=index_type,
+        metric=column.metric(settings.metric),
+        binary_quantize=quantize,
+        rerank_candidates=settings.rerank_candidates,
+    )
+
+
+def create_index_sql(table: str, plan: SearchPlan, settings: IndexSettings, rows: int):
+    from psycopg import sql
+
+    opclass = plan.column.operator_class(plan.index_type, "hamming" if plan.binary_quantize else plan.metric)
+    if settings.method == "hnsw":
+        options = {"m": settings.m, "ef_construction": settings.ef_construction}
+    else:
+        lists = auto_lists(rows) if settings.lists == "auto" else int(settings.lists)
+        options = {"lists": lists}
+    with_clause = ", ".join(f"{key} = {int(value)}" for key, value in options.items())
+    return sql.SQL("CREATE INDEX {name} ON {table} USING {method} ({expression} {opclass}) WITH ({options})").format(
+        name=sql.Identifier(index_name(table)),
+        table=sql.Identifier(table),
+        method=sql.SQL(settings.method),
+        expression=sql.SQL(plan.expression),
+        opclass=sql.SQL(opclass),
+        options=sql.SQL(with_clause),
+    ), options
+
+
+def live_index(cursor, table: str) -> dict | None:
+    """The index as PostgreSQL reports it, and the statement that built it (kept as its comment)."""
+    row = cursor.execute(
+        """SELECT pg_get_indexdef(i.indexrelid), i.indisvalid, pg_relation_size(i.indexrelid),
+                  obj_description(i.indexrelid, 'pg_class')
+           FROM pg_index i WHERE i.indexrelid = to_regclass(%s)""",
+        (index_name(table),),
+    ).fetchone()
+    if row is None:
+        return None
+    return {"definition": row[0], "valid": row[1], "bytes": row[2], "statement": row[3]}
+
+
+def search_settings(settings: IndexSettings, options: dict) -> dict:
+    if settings.method == "hnsw":
+        return {"hnsw.ef_search": settings.ef_search}
+    if settings.method == "ivfflat":
+        probes = auto_probes(options["lists"]) if settings.probes == "auto" else int(settings.probes)
+        return {"ivfflat.probes": probes}
+    return {}
+
+
+def build_index(connection, table: str, settings: IndexSettings, build: dict) -> dict:
+    """Build (or keep) the index of ``table``; returns the marker's facts."""
+    from psycopg import sql
+
+    with connection.transaction(), connection.cursor() as cursor:
+        column = column_of(cursor, table)
+        rows = cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+    plan = plan_for(column, settings)
+    facts = {"table": table, "rows": rows, "method": settings.method, "metric": plan.metric,
+             "column_type": column.sql_type, "index_type": plan.index_type,
+             "binary_quantize": plan.binary_quantize}
+    if settings.method == "none":
+        with connection.transaction(), connection.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(table))))
+        return {**facts, "index": None, "definition": None, "build_seconds": None}
+
+    statement, options = create_index_sql(table, plan, settings, rows)
+    with connection.cursor() as cursor:
+        wanted = statement.as_string(cursor)
+        current = live_index(cursor, table)
+    connection.commit()
+    if current and current["valid"] and current["statement"] == wanted:
+        log.info("index %s already has this definition; kept", index_name(table))
+        build_seconds, rebuilt = None, False
+    else:
+        build_seconds, rebuilt = _build(connection, table, statement, build), True
+    with connection.cursor() as cursor:
+        index = live_index(cursor, table)
+    connection.commit()
+    recall = measure_recall(connection, table, plan, search_settings(settings, options), settings)
+    return {
+        **facts,
+        "index": index_name(table),
+        "definition": index["definition"],
+        "options": options,
+        "index_bytes": index["bytes"],
+        "rebuilt": rebuilt,
+        "build_seconds": build_seconds,
+        "build_settings": build,
+        "search_settings": search_settings(settings, options),
+        "recall_at_10": recall,
+    }
+
+
+def _build(connection, table: str, statement, build: dict) -> float:
+    from psycopg import sql
+
+    started = time.perf_counter()
+    with connection.transaction(), connection.cursor() as cursor:
+        for name in ("maintenance_work_mem", "max_parallel_maintenance_workers"):
+            cursor.execute("SELECT set_config(%s, %s, true)", (name, str(build[name])))
+        cursor.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(table))))
+        cursor.execute(statement)
+        cursor.execute(
+            sql.SQL("COMMENT ON INDEX {} IS {}").format(
+                sql.Identifier(index_name(table)), sql.Literal(statement.as_string(cursor))
+            )
+        )
+    seconds = time.perf_counter() - started
+    log.info("built %s in %.1f s (maintenance_work_mem %s, %s parallel workers)",
+             index_name(table), seconds, build["maintenance_work_mem"], build["max_parallel_maintenance_workers"])
+    return round(seconds, 3)
+
+
+def sample_vectors(connection, table: str, column: VectorColumn, size: int, seed: int) -> list[np.ndarray]:
+    """A deterministic sample of the table's own vectors, to use as queries."""
+    from psycopg import sql
+
+    with connection.cursor() as cursor:
+        rows = cursor.execute(
+            sql.SQL("SELECT embedding FROM {} ORDER BY md5(id || %s) LIMIT %s").format(sql.Identifier(table)),
+            (str(seed), size),
+        ).fetchall()
+    connection.commit()
+    return [_to_numpy(value) for (value,) in rows]
+
+
+def _to_numpy(value) -> np.ndarray:
+    if isinstance(value, str):  # bit columns come back as '0101…'
+        return np.frombuffer(value.encode(), dtype=np.uint8) == ord("1")
+    if hasattr(value, "to_numpy"):
+        return value.to_numpy()
+    return np.asarray(value)
+
+
+def measure_recall(connection, table: str, plan: SearchPlan, settings: dict, index: IndexSettings, k: int = 10) -> dict:
+    """Recall@k of the index against exact search on the table's own vectors.
+
+    A neighbour counts when its exact distance is within the k-th exact
+    distance, so ties (common with Hamming distance) are not held against it.
+    """
+    queries = sample_vectors(connection, table, plan.column, index.recall_sample, index.seed)
+    forced = {**settings, "enable_seqscan": "off"}  # measure the index, not the planner's choice
+    found = total = 0
+    exact_plan = SearchPlan(plan.column, plan.column.type, plan.metric)
+    for vector in queries:
+        # a longer exact list than k, so that ties at the k-th distance are seen
+        exact = search(connection, exact_plan, table, vector, k * 10, exact=True)
+        if not exact:
+            continue
+        threshold = exact[min(k, len(exact)) - 1][1]
+        exact_distances = {row_id: distance for row_id, distance, _ in exact}
+        approximate = search(connection, plan, table, vector, k, settings=forced)
+        found += sum(1 for row_id, _, _ in approximate if exact_distances.get(row_id, math.inf) <= threshold + 1e-6)
+        total += min(k, len(exact))
+    return {"k": k, "queries": len(queries), "recall": round(found / total, 4) if total else None, **settings}
+
+
+def main(snakemake) -> None:
+    timer = Timer()
+    database = DatabaseSettings.from_params(params_json(snakemake, "database"))
+    settings = IndexSettings.from_params(params_json(snakemake, "index"))
+    build = params_json(snakemake, "build")
+    table = snakemake.params.table
+    with connect(database) as connection:
+        facts = build_index(connection, table, settings, build)
+        facts["server"] = server_versions(connection)
+    facts["database"] = describe_target(database)
+    write_json(snakemake.output.marker, facts)
+    write_provenance(
+        snakemake.output.marker,
+        rule=snakemake.rule,
+        wildcards=dict(snakemake.wildcards),
+        config={"table": table, "index": params_json(snakemake, "index"), "build (does not change the output)": build,
+                "database": facts["database"]},
+        inputs=[snakemake.input.loaded],
+        timing=timer.stop().record(facts["rows"]),
+        extra={"server": facts["server"]},
+    )
+
+
+def run(snakemake) -> None:
+    run_rule(snakemake, main)
