@@ -10,6 +10,7 @@ size, device) never reaches a tracked param.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 # Model settings that change the vectors a model produces. batch_size does not.
 MODEL_OUTPUT_KEYS = (
@@ -43,3 +44,17 @@ def selection_slice(config: dict) -> dict:
         if test_mode["sample"] == "random":
             selection["seed"] = test_mode["seed"]
     return selection
+
+
+def load_config(path: str | Path) -> dict:
+    """The workflow's config file with its schemas' defaults filled in, as the Snakefile sees it."""
+    import yaml
+    from snakemake.utils import validate
+
+    path = Path(path).resolve()
+    schemas = Path(__file__).resolve().parents[1] / "config"
+    config = yaml.safe_load(path.read_text()) or {}
+    validate(config, str(schemas / "config.schema.yaml"))
+    for spec in config["models"].values():
+        validate(spec, str(schemas / "model.schema.yaml"))
+    return config

@@ -213,3 +213,33 @@ def test_embedded_server_listens_only_on_a_private_unix_socket(db):
     socket_dir = db.execute("SHOW unix_socket_directories").fetchone()[0]
     assert listen == ""
     assert not os.stat(socket_dir).st_mode & 0o002  # not world-writable
+
+
+def test_check_reports_drift_of_tables_and_indexes(db, embedded_db, corpus, tmp_path):
+    from embedflow.atomic import write_json
+    from embedflow.check import check_all, invalidate
+
+    folder, chunks, _ = corpus
+    target = describe_target(embedded_db)
+    markers = tmp_path / "db"
+    for name in ("t_drift_a", "t_drift_b"):
+        write_json(markers / f"{name}.loaded.json",
+                   {**load_table(db, name, folder / "embeddings_synthetic_float32.parquet", chunks), "database": target})
+        write_json(markers / f"{name}.index.json",
+                   {**build_index(db, name, IndexSettings(recall_sample=5), BUILD), "database": target})
+    write_json(markers / "other.loaded.json", {"table": "elsewhere", "database": {"kind": "dsn"}})
+    checked, drift = check_all(db, markers, target)
+    assert len(checked) == 4 and drift == []
+
+    db.execute("DROP TABLE t_drift_a")
+    db.execute("DROP INDEX t_drift_b_embedding_idx")
+    db.commit()
+    checked, drift = check_all(db, markers, target)
+    problems = {(item.marker.name, item.problem) for item in drift}
+    assert ("t_drift_a.loaded.json", "the table is missing") in problems
+    assert ("t_drift_a.index.json", "the index t_drift_a_embedding_idx is missing") in problems
+    assert ("t_drift_b.index.json", "the index t_drift_b_embedding_idx is missing") in problems
+    assert not any(name == "t_drift_b.loaded.json" for name, _ in problems)
+    for path in {item.marker for item in drift}:
+        invalidate(path)
+    assert sorted(p.name for p in markers.iterdir()) == ["other.loaded.json", "t_drift_b.loaded.json"]
