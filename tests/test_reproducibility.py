@@ -48,3 +48,23 @@ def test_dry_run_plans_without_torch_a_database_or_a_model(workflow, tiny_model,
     loaded = sorted(name for name in HEAVY_MODULES if name in modules)
     assert loaded == [], f"planning imported {loaded}"
     assert not workflow.path("results").exists()
+
+
+def log_interval(path):
+    from datetime import datetime
+
+    stamps = [line[:23] for line in path.read_text().splitlines() if line[:4].isdigit()]
+    parse = lambda stamp: datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")  # noqa: E731
+    return parse(stamps[0]), parse(stamps[-1])
+
+
+def test_model_jobs_never_share_the_gpu(workflow, tiny_model):
+    workflow.update_config(
+        models={"tiny_a": {"source": str(tiny_model)}, "tiny_b": {"source": str(tiny_model), "truncate_dim": 8}},
+        precisions=["float32"],
+    )
+    done = workflow.snakemake("--cores", "2", "--resources", "gpu=1", "--until", "embed")
+    first, second = sorted(log_interval(workflow.path(f"results/logs/embed/{key}.log")) for key in ("tiny_a", "tiny_b"))
+    assert first[1] <= second[0], (first, second, done.stdout)
+    for key in ("tiny_a", "tiny_b"):
+        assert "on CPU" in workflow.path(f"results/logs/embed/{key}.log").read_text()

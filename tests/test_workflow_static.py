@@ -127,3 +127,20 @@ def test_env_holds_every_package_its_rule_imports(rule, env_path):
     available = set(env_pins(yaml.safe_load((REPO / env_path).read_text())))
     missing = {name for name in needed - available if PROVIDED_BY.get(name) not in available}
     assert not missing, f"{env_path} lacks {sorted(missing)} that rule {rule} imports"
+
+
+def rule_blocks() -> dict[str, str]:
+    text = "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
+    starts = [(m.group(1), m.start()) for m in re.finditer(r"^rule (\w+):", text, re.M)]
+    return {
+        name: text[start : starts[i + 1][1] if i + 1 < len(starts) else len(text)]
+        for i, (name, start) in enumerate(starts)
+    }
+
+
+def test_exactly_the_rules_that_run_a_model_claim_a_gpu():
+    for rule, block in rule_blocks().items():
+        script = re.search(r'script:\s*"\.\./(scripts/[\w.]+)"', block).group(1)
+        runs_model = "torch" in imported_packages(REPO / script)
+        claims_gpu = re.search(r"resources:[^:]*?\bgpu=1", block, re.S) is not None
+        assert runs_model == claims_gpu, f"rule {rule}: runs a model={runs_model}, gpu=1 declared={claims_gpu}"
