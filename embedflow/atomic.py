@@ -11,6 +11,27 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Temporary files of ``path`` left by a process that was killed (it could not clean up)."""
+    stale = []
+    for candidate in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = candidate.name[len(path.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and not _running(int(pid)):
+            candidate.unlink(missing_ok=True)
+            stale.append(candidate)
+    return stale
+
+
 def write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

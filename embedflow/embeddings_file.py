@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedflow.atomic import temporary_path
+from embedflow.atomic import remove_stale_temporaries, temporary_path
 from embedflow.errors import InputError
 from embedflow.precision import get_precision
 
@@ -93,6 +93,7 @@ class EmbeddingsWriter:
 
     def __enter__(self) -> EmbeddingsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path)
         self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=COMPRESSION)
         return self
 
