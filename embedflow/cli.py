@@ -131,8 +131,7 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(run=cmd_check)
 
     psql = commands.add_parser("psql", help="psql on the embedded database (started and stopped around it)")
-    psql.add_argument("psql_args", nargs=argparse.REMAINDER, help="passed to psql, e.g. -c '\\dt+'")
-    psql.set_defaults(run=cmd_psql)
+    psql.set_defaults(run=cmd_psql)  # further arguments go to psql, e.g. -c '\\dt+' 
     return main
 
 
@@ -140,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     from embedflow.config import load_config
     from embedflow.snakemake_rule import setup_logging
 
-    args = parser().parse_args(argv)
+    command_line = parser()
+    args, extra = command_line.parse_known_args(argv)
+    if extra and args.command != "psql":
+        command_line.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.psql_args = extra
     setup_logging(None)
     logging.getLogger().setLevel(logging.WARNING)
     try:

