@@ -13,9 +13,14 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/embed.smk"
 include: "rules/convert.smk"
+include: "rules/verify.smk"
+include: "rules/load.smk"
+include: "rules/index.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
     default_target: True
     input:
         all_targets(),
+        evaluation_targets(),

@@ -243,3 +243,17 @@ def batched(chunks: Iterable[Chunk], size: int) -> Iterator[list[Chunk]]:
             batch = []
     if batch:
         yield batch
+
+
+def find_texts(path: str | Path, text_field: str, ids: Iterable[str]) -> dict[str, str]:
+    """The texts of a few chunks by id (streamed; stops once all are found)."""
+    wanted = set(ids)
+    found: dict[str, str] = {}
+    if not wanted:
+        return found
+    for chunk in iter_chunks(path, text_field):
+        if chunk.id in wanted and chunk.id not in found:
+            found[chunk.id] = chunk.text
+            if len(found) == len(wanted):
+                break
+    return found

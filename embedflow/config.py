@@ -58,3 +58,38 @@ def load_config(path: str | Path) -> dict:
     for spec in config["models"].values():
         validate(spec, str(schemas / "model.schema.yaml"))
     return config
+
+
+def verify_slice(config: dict, spec: dict, precision: str) -> dict:
+    """The thresholds that judge one model x precision, and only those: moving the int8 drift
+    threshold reruns the int8 verify and nothing else."""
+    levels = config["verify"]["thresholds"]
+    thresholds = {key: levels[key] for key in ("self_retrieval", "model_reproduces")}
+    if precision in levels["norm_tolerance"]:
+        thresholds["norm_tolerance"] = levels["norm_tolerance"][precision]
+    if precision in levels["drift"]:
+        thresholds["drift"] = levels["drift"][precision]
+    if precision == "int8":
+        thresholds["int8_decode"] = levels["int8_decode"]
+    if precision == "binary":
+        thresholds["binary_decode"] = levels["binary_decode"]
+    if spec.get("adapter"):
+        thresholds["adapter_max_cosine"] = levels["adapter_max_cosine"]
+    return thresholds
+
+
+def measure_slice(config: dict) -> dict:
+    """What changes the measurements of verify (besides its input files): the row sample and
+    the length of the spot-check lists."""
+    verify = config["verify"]
+    return {key: verify[key] for key in ("sample_rows", "seed", "spot_check_k")}
+
+
+def probe_slice(config: dict) -> dict:
+    """What rule probe encodes: the probe queries and how many chunks it re-encodes."""
+    verify = config["verify"]
+    return {
+        "queries": verify["probe_queries"],
+        "reencode_rows": verify["reencode_rows"],
+        "text_field": config["text_field"],
+    }

@@ -152,7 +152,8 @@ def fixed_size_list_to_numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def iter_batches(path: str | Path, batch_rows: int = 8192) -> Iterator[EmbeddingsBatch]:
     """Stream a file batch by batch; memory stays bounded by ``batch_rows``."""
-    with pq.ParquetFile(path) as parquet:
+    # pre_buffer=False: pyarrow otherwise keeps what it has read, and memory grows with the file
+    with pq.ParquetFile(path, pre_buffer=False) as parquet:
         for record_batch in parquet.iter_batches(batch_size=batch_rows):
             yield EmbeddingsBatch(
                 ids=record_batch.column("id").to_pylist(),

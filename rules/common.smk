@@ -20,6 +20,11 @@ wildcard_constraints:
 
 EMBEDDINGS = "results/embeddings/embeddings_{model}_{precision}.parquet"
 PROVENANCE = "{output}.provenance.json"
+# Verify reports: JSON for machines, Markdown for people; the probes file is per model.
+VERIFY_REPORT = "results/verify/{model}_{precision}.json"
+VERIFY_MARKDOWN = "results/verify/{model}_{precision}.md"
+MEASURES = "results/verify/{model}_{precision}.measures.json"
+PROBES = "results/verify/{model}.probes.parquet"
 
 
 def embeddings_path(model, precision):
@@ -31,10 +36,17 @@ def provenance_of(path):
 
 
 def all_targets():
+    """Every model × precision: embeddings, verify reports, and (for what pgvector
+    can store, see LOADABLE_PRECISIONS) the table with its index."""
     return [
-        embeddings_path(model, precision)
+        path.format(model=model, precision=precision)
         for model in config["models"]
         for precision in config["precisions"]
+        for path in (EMBEDDINGS, VERIFY_REPORT, VERIFY_MARKDOWN)
+    ] + [
+        INDEXED.format(model=model, precision=precision)
+        for model in config["models"]
+        for precision in LOADABLE_PRECISIONS
     ]
 
 
@@ -87,6 +99,48 @@ def embed_runtime_params(wildcards, resources):
     )
 
 
+# --- verify ---------------------------------------------------------------------
+
+from embedflow.config import measure_slice, probe_slice, verify_slice
+
+
+def probe_model_params(wildcards):
+    # What changes the probe vectors: the embed slice, and the query prompt.
+    spec = model_spec(wildcards)
+    return canonical_json(
+        {**model_output_slice(spec), "query_prompt": spec["query_prompt"]}
+    )
+
+
+def probe_params(wildcards):
+    return canonical_json(probe_slice(config))
+
+
+def verify_reference(wildcards):
+    # A derived precision is measured against the float32 file it was made from.
+    # Where float32 is temp(), Snakemake keeps it until this job has run; moving
+    # a threshold later reruns only `verify`, which never reads it.
+    if wildcards.precision == "float32":
+        return []
+    return embeddings_path(wildcards.model, "float32")
+
+
+def measure_params(wildcards):
+    return canonical_json(measure_slice(config))
+
+
+def verify_params(wildcards):
+    # Only the thresholds: moving one reruns the judging, not the measuring.
+    return canonical_json(
+        verify_slice(config, model_spec(wildcards), wildcards.precision)
+    )
+
+
+def measure_runtime_params(wildcards, resources):
+    # Batch size changes memory and speed, not the report: untracked (see embed_runtime_params).
+    return canonical_json({"batch_rows": config["verify"]["batch_rows"]})
+
+
 # --- database -----------------------------------------------------------------
 
 from embedflow.database import DatabaseSettings, describe_target
@@ -124,3 +178,38 @@ def index_params(wildcards):
 def index_build_params(wildcards, resources):
     # Build memory and workers change speed, not the index: untracked (see embed_runtime_params).
     return canonical_json({k: config["index"][k] for k in INDEX_BUILD_KEYS})
+
+
+# --- evaluation -----------------------------------------------------------------
+
+QUERY_VECTORS = "results/eval/{model}.queries.parquet"
+EVALUATION = "results/eval/{model}_{precision}.json"
+SUMMARY = "results/eval/summary"
+
+
+def evaluation_targets():
+    if not config["queries"]:
+        return []
+    return [f"{SUMMARY}.md"]
+
+
+def query_model_params(wildcards):
+    # What changes the query vectors: the model's output settings and its query prompt.
+    spec = model_spec(wildcards)
+    return canonical_json(
+        {**model_output_slice(spec), "query_prompt": spec["query_prompt"]}
+    )
+
+
+def evaluation_index(wildcards):
+    # Through pgvector too, when pgvector can store this precision.
+    if wildcards.precision in LOADABLE_PRECISIONS:
+        return INDEXED.format(**wildcards)
+    return []
+
+
+def evaluation_params(wildcards):
+    index = {k: v for k, v in config["index"].items() if k not in INDEX_BUILD_KEYS}
+    return canonical_json(
+        {"index": index, "rerank_candidates": config["index"]["rerank_candidates"]}
+    )

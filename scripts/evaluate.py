@@ -1,0 +1,9 @@
+"""Rule `evaluate` (rules/evaluate.smk): the logic is in embedflow.evaluate."""
+
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the workflow's own package
+
+from embedflow import evaluate
+
+evaluate.run(snakemake)

@@ -1,0 +1,84 @@
+"""Evaluation: rankings agree with brute force, and the bundled example is evaluated end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import REPO, make_workflow, synthetic_corpus
+from embedflow.evaluate import RunningTopK, answerable, exact_rankings
+
+
+def test_running_top_k_equals_a_full_sort():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(3, 50))
+    ids = [f"d{i}" for i in range(50)]
+    top = RunningTopK(3, 7)
+    for start in range(0, 50, 9):
+        top.add(scores[:, start : start + 9], ids[start : start + 9])
+    for row in range(3):
+        assert list(top.ids[row]) == [ids[i] for i in np.argsort(-scores[row], kind="stable")[:7]]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("eval")
+    _, vectors = synthetic_corpus(folder, 500, 24, precisions=("float32", "float16", "int8", "binary"), batch=128)
+    return folder, vectors
+
+
+def brute_force(scores, k=10):
+    return [[f"c{i}" for i in np.argsort(-row, kind="stable")[:k]] for row in scores]
+
+
+def test_exact_rankings_match_brute_force(corpus):
+    folder, vectors = corpus
+    queries = vectors[[3, 77, 410]] + 0.01
+    ids = ["a", "b", "c"]
+    float32 = exact_rankings(folder / "embeddings_synthetic_float32.parquet", ids, queries)
+    assert list(float32.values()) == brute_force(queries @ vectors.T)
+    bits = (vectors > 0).astype(int)
+    hamming = -(np.abs((queries > 0).astype(int)[:, None, :] - bits[None]).sum(-1))
+    binary = exact_rankings(folder / "embeddings_synthetic_binary.parquet", ids, queries)
+    for got, row in zip(binary.values(), hamming):
+        expected_distance = sorted(-row)[:10]
+        got_distance = [-row[int(chunk[1:])] for chunk in got]
+        assert got_distance == expected_distance  # ties may order differently; distances may not
+    rescored = exact_rankings(folder / "embeddings_synthetic_binary.parquet", ids, queries, rescore=50)
+    assert [ranked[0] for ranked in rescored.values()] == ["c3", "c77", "c410"]
+    int8 = exact_rankings(folder / "embeddings_synthetic_int8.parquet", ids, queries)
+    assert [ranked[0] for ranked in int8.values()] == ["c3", "c77", "c410"]
+
+
+def test_queries_without_embedded_relevant_chunks_are_left_out():
+    ids, queries, relevant, skipped = answerable(
+        ["q1", "q2"], np.zeros((2, 4)), {"q1": {"a", "z"}, "q2": {"y"}}, {"a", "b"}
+    )
+    assert ids == ["q1"] and relevant == {"q1": {"a"}} and skipped == ["q2"] and queries.shape == (1, 4)
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """The bundled example, every chunk and query, through the whole workflow."""
+    workflow = make_workflow(tmp_path_factory.mktemp("example") / "workflow", chunk_count=0)
+    workflow.update_config(chunks=str(REPO / "data/example/chunks.json"), queries=str(REPO / "data/example/queries.jsonl"))
+    workflow.snakemake("--cores", "2")
+    return workflow
+
+
+def test_example_is_evaluated_for_every_precision(example):
+    summary = example.path("results/eval/summary.md").read_text()
+    rows = [line for line in summary.splitlines() if line.startswith("| minilm |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["float32", "float16", "int8", "binary"]
+    assert "Best quality per byte:" in summary
+    float32 = json.loads(example.path("results/eval/minilm_float32.json").read_text())
+    assert float32["queries"] == 40 and float32["rows"] == 350
+    # the index answers as exact search does on 350 rows, and quality is far above chance (10/350)
+    assert float32["pgvector"]["ann_recall@10"] >= 0.95
+    assert float32["exact"]["recall@10"] > 0.3
+    binary = json.loads(example.path("results/eval/minilm_binary.json").read_text())
+    assert binary["parquet_bytes_per_vector"] < float32["parquet_bytes_per_vector"] / 8
+    for plot in ("quality_vs_bytes", "quality_vs_latency"):
+        assert example.path(f"results/eval/{plot}.png").read_bytes()[:4] == b"\x89PNG"
