@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_PARTS = ("Snakefile", "config", "rules", "scripts", "envs", "embedflow")
+WORKFLOW_PARTS = ("Snakefile", "config", "rules", "scripts", "envs", "embedflow", "profiles", "report")
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
