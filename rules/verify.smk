@@ -58,7 +58,12 @@ rule verify:
         measures=MEASURES,
     output:
         report=VERIFY_REPORT,
-        markdown=VERIFY_MARKDOWN,
+        markdown=report(
+            VERIFY_MARKDOWN,
+            caption="../report/verify.rst",
+            category="Verify",
+            labels={"model": "{model}", "precision": "{precision}"},
+        ),
         report_provenance=provenance_of(VERIFY_REPORT),
         markdown_provenance=provenance_of(VERIFY_MARKDOWN),
     log:
