@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedflow.database import table_state
 from embedflow.provenance import provenance_path
 from embedflow.tables import REGISTRY_TABLE
 
@@ -29,21 +30,11 @@ class Drift:
     problem: str
 
 
-def _table(cursor, name: str) -> dict | None:
-    row = cursor.execute(
-        """SELECT c.oid::bigint, format_type(a.atttypid, a.atttypmod)
-           FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'embedding'
-           WHERE c.oid = to_regclass(%s)""",
-        (name,),
-    ).fetchone()
-    return None if row is None else {"oid": row[0], "column_type": row[1]}
-
-
 def check_loaded(cursor, marker_path: Path, marker: dict) -> list[Drift]:
     from psycopg import sql
 
     table = marker["table"]
-    live = _table(cursor, table)
+    live = table_state(cursor, table)
     if live is None:
         return [Drift(marker_path, table, "the table is missing")]
     problems = []

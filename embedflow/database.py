@@ -189,3 +189,14 @@ def server_versions(connection) -> dict:
         server = cursor.execute("SHOW server_version").fetchone()[0]
         pgvector = cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
     return {"postgresql": server, "pgvector": pgvector}
+
+
+def table_state(cursor, table: str) -> dict | None:
+    """A table's oid and embedding column type, or None when it does not exist."""
+    row = cursor.execute(
+        """SELECT c.oid::bigint, format_type(a.atttypid, a.atttypmod)
+           FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'embedding'
+           WHERE c.oid = to_regclass(%s)""",
+        (table,),
+    ).fetchone()
+    return None if row is None else {"oid": row[0], "column_type": row[1]}

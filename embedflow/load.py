@@ -21,7 +21,7 @@ import numpy as np
 
 from embedflow.atomic import write_json
 from embedflow.chunks import iter_chunks
-from embedflow.database import DatabaseSettings, connect, describe_target, server_versions
+from embedflow.database import DatabaseSettings, connect, describe_target, server_versions, table_state
 from embedflow.embeddings_file import iter_batches, read_metadata
 from embedflow.errors import InputError, UserError
 from embedflow.hashing import sha256_file
@@ -93,16 +93,6 @@ def joined_rows(chunks_path: str | Path, parquet_path: str | Path, precision: st
             yield (chunk_id, record["content"], record.get("summary"), Jsonb(metadata), text_hash, to_vector(vector))
 
 
-def _table_state(cursor, table: str) -> dict | None:
-    row = cursor.execute(
-        """SELECT c.oid::bigint, format_type(a.atttypid, a.atttypmod)
-           FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'embedding'
-           WHERE c.oid = to_regclass(%s)""",
-        (table,),
-    ).fetchone()
-    return None if row is None else {"oid": row[0], "column_type": row[1]}
-
-
 def _count_and_dim(cursor, table: str, column: VectorColumn) -> tuple[int, int | None]:
     from psycopg import sql
 
@@ -154,7 +144,7 @@ def load_table(
         if rows != expected or (rows and dim != meta.dim):
             raise UserError(f"{table}: loaded {rows} rows of {dim} dims, expected {expected} of {meta.dim}")
 
-        previous = _table_state(cursor, table)
+        previous = table_state(cursor, table)
         cursor.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout)))
         cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
         cursor.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(table)))
@@ -174,7 +164,7 @@ def load_table(
             ).format(sql.Identifier(REGISTRY_TABLE)),
             (table, meta.model, meta.precision, column.sql_type, meta.dim, rows, parquet_sha256),
         )
-        state = _table_state(cursor, table)
+        state = table_state(cursor, table)
     seconds = time.perf_counter() - started
     if previous and previous["column_type"] != column.sql_type:
         log.warning("replaced table %s: its embedding column was %s, now %s", table, previous["column_type"], column.sql_type)
