@@ -37,9 +37,10 @@ reported as its own column), every connection is opened and pgvector
 registered before the clock starts, the target tables of the previous run
 are dropped and a ``CHECKPOINT`` is issued before each timed run, and the
 variants alternate (round 1: embedflow, bare, psycopg2, ...; round 2 the
-reverse), after one untimed warm-up round. Figures are medians over rounds. "client CPU" is this Python
-process, "server CPU" the PostgreSQL processes, "other CPU" everything else on
-the machine during the run (a large figure there means a disturbed run).
+reverse), after one untimed warm-up round. Figures are medians over rounds.
+"client CPU" is this Python process, "server CPU" the PostgreSQL processes,
+"other CPU" everything else on the machine during the run (a large figure there
+means a disturbed run).
 
 Usage (from the repository root, venv active)::
 
@@ -94,7 +95,7 @@ def read_rows(chunks: Path, parquet: Path, limit: int | None = None):
     return ids, vectors, hashes, records
 
 
-def create_sql(table: str, dim: int, primary_key: bool = False) -> str:
+def create_sql(table: str, dim: int) -> str:
     return (f"CREATE TABLE {table} (id text NOT NULL, content text NOT NULL, summary text, "
             f"metadata jsonb NOT NULL, text_sha256 text NOT NULL, embedding vector({dim}) NOT NULL)")
 

@@ -57,7 +57,6 @@ def embed_real(workdir: Path, chunks_count: int | None, max_seq_length: int | No
     """The real corpus embedded by embed_corpus (cached), and the query texts embedded by the same model."""
     import numpy as np
 
-    from embedflow import encoder as encoders
     from embedflow.embed import EmbedSettings, embed_corpus
 
     chunks = common.real_corpus(workdir)
