@@ -30,13 +30,30 @@ What is timed, in each child, after ``import torch, sentence_transformers``:
   encode call alone.
 
 So the headline ratio includes model loading in both; the "loop" ratio
-excludes it in both.
+excludes it in both. Both kinds run with the same torch thread count
+(``--threads``, default: all cores; ``EmbedSettings.threads`` for embed,
+``torch.set_num_threads`` for bare). "chunks per CPU-s" divides by the
+process CPU time of the timed region: less sensitive to other jobs than the
+wall clock, though not immune (threads that wait for a descheduled peer spin).
+
+A run counts as disturbed when other processes used more than 0.1 of a core on
+average while it ran; when some but not all runs are disturbed, the medians are
+printed a second time over the undisturbed runs only.
+
+Afterwards a child times, alone and on the same texts, each step that
+``embed_corpus`` performs besides the model's encode (validation, hashing the
+weight files for provenance, the second read, the untruncated tokenization that
+counts over-long texts, text hashes, normalization, the Parquet write), to show
+where any gap would come from. The check at the end compares embed-fp32's
+Parquet vectors with bare-fp32's.
 
 Usage::
 
-    python benchmarks/embed_throughput.py                 # 2,000 chunks, 2 rounds
-    python benchmarks/embed_throughput.py --chunks 3778 --repeats 3 --threads 2
-    python benchmarks/embed_throughput.py --chunks 200 --repeats 1   # smoke test
+    python benchmarks/embed_throughput.py                 # 2,000 chunks, 2 rounds, 3 variants
+    python benchmarks/embed_throughput.py --chunks 2000 --repeats 4 --variants embed-fp32,bare-fp32
+    python benchmarks/embed_throughput.py --chunks 2000 --repeats 3 --variants embed-fp32,embed-bf16 --no-overhead
+    python benchmarks/embed_throughput.py --threads 1 --repeats 4
+    python benchmarks/embed_throughput.py --chunks 200 --repeats 1 --wait-idle 0   # smoke test
 """
 
 from __future__ import annotations
