@@ -12,6 +12,7 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/embed.smk"
+include: "rules/variants.smk"
 include: "rules/convert.smk"
 include: "rules/verify.smk"
 include: "rules/load.smk"

@@ -13,6 +13,7 @@ import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from embedflow.errors import ConfigError, InputError
 from embedflow.hashing import sha256_file
@@ -20,6 +21,8 @@ from embedflow.hashing import sha256_file
 TEXT_FIELDS = ("content", "summary")
 SAMPLE_MODES = ("head", "random")
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -234,10 +237,10 @@ def iter_chunks(
         )
 
 
-def batched(chunks: Iterable[Chunk], size: int) -> Iterator[list[Chunk]]:
-    batch: list[Chunk] = []
-    for chunk in chunks:
-        batch.append(chunk)
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
         if len(batch) == size:
             yield batch
             batch = []

@@ -44,6 +44,7 @@ def cmd_search(args, config: dict) -> int:
     from embedflow.index import IndexSettings, column_of, plan_for
     from embedflow.search import score, search
     from embedflow.tables import table_name
+    from embedflow.variants import resolve
 
     if args.model not in config["models"]:
         raise UserError(f"no model {args.model!r} in the config; models: {sorted(config['models'])}")
@@ -53,7 +54,7 @@ def cmd_search(args, config: dict) -> int:
         if getattr(args, option) is not None:
             index[key] = getattr(args, option)
     settings = IndexSettings.from_params(index)
-    vector = encode_query(config["models"][args.model], args.model, args.query, args.device)
+    vector = encode_query(resolve(config["models"], args.model), args.model, args.query, args.device)
     with connect(_database(config)) as connection:
         with connection.cursor() as cursor:
             column = column_of(cursor, table)

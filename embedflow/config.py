@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from embedflow.variants import check_models, is_variant
+
 # Model settings that change the vectors a model produces. batch_size does not.
 MODEL_OUTPUT_KEYS = (
     "source",
@@ -31,7 +33,11 @@ def canonical_json(value) -> str:
 
 
 def model_output_slice(spec: dict) -> dict:
-    return {key: spec.get(key) for key in MODEL_OUTPUT_KEYS}
+    """``spec`` as ``variants.resolve`` gives it; a variant adds what it reduces and how."""
+    output = {key: spec.get(key) for key in MODEL_OUTPUT_KEYS}
+    if spec.get("variant"):
+        output["variant"] = spec["variant"]
+    return output
 
 
 def selection_slice(config: dict) -> dict:
@@ -56,7 +62,9 @@ def load_config(path: str | Path) -> dict:
     config = yaml.safe_load(path.read_text()) or {}
     validate(config, str(schemas / "config.schema.yaml"))
     for spec in config["models"].values():
-        validate(spec, str(schemas / "model.schema.yaml"))
+        schema = "variant.schema.yaml" if is_variant(spec) else "model.schema.yaml"
+        validate(spec, str(schemas / schema))
+    check_models(config["models"])
     return config
 
 

@@ -21,13 +21,16 @@ from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
 from embedflow.hashing import sha256_text
 from embedflow.provenance import Timer, torch_device_info, write_provenance
 from embedflow.snakemake_rule import params_json, run_rule
+from embedflow.variants import reduction_of
 
 log = logging.getLogger(__name__)
 
 # Chunks per encode() call and per Parquet row group. sentence-transformers sorts
-# each call's texts by length, so a large window pads little; 4096 texts of a
-# 2,560-dim model are 42 MB of float32.
-WINDOW_ROWS = 4096
+# each call's texts by length to pad little: a smaller window pads more (1,024:
+# 0.91x a bare encode of 2,000 texts). A larger one raises the peak memory of a
+# large corpus over a small one's (4,096: 1.23x at 20k vs 2k chunks). See
+# benchmarks/README.md, "Embed stage". 2,048 vectors of 2,560 dims are 21 MB.
+WINDOW_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -75,17 +78,19 @@ def embed_corpus(
         compute_precision=encoder.compute_precision,
         text_field=settings.text_field,
         corpus_sha256=corpus.sha256,
+        reduction=reduction_of(settings.model.get("variant")),
     )
     prompt = settings.model.get("document_prompt")
     timer = Timer()
-    windows = batched(iter_chunks(chunks_path, settings.text_field, positions), WINDOW_ROWS)
+    # Only id and text stay in the window, not each chunk's whole record.
+    pairs = ((chunk.id, chunk.text) for chunk in iter_chunks(chunks_path, settings.text_field, positions))
     with EmbeddingsWriter(output, meta) as writer, tqdm(
         total=selected, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None
     ) as bar:
-        for window in windows:
-            texts = [chunk.text for chunk in window]
-            vectors = encoder.encode(texts, prompt, settings.batch_size)
-            writer.write([chunk.id for chunk in window], vectors, [sha256_text(t) for t in texts])
+        for window in batched(pairs, WINDOW_ROWS):
+            ids, texts = zip(*window)
+            vectors = encoder.encode(list(texts), prompt, settings.batch_size)
+            writer.write(list(ids), vectors, [sha256_text(t) for t in texts])
             bar.update(len(window))
     timer.stop()
     log.info(

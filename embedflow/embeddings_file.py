@@ -41,6 +41,8 @@ class EmbeddingsMetadata:
     text_field: str
     corpus_sha256: str
     int8_ranges: list[list[float]] | None = field(default=None)
+    # For a variant (embedflow.variants): {"base": <model key>, "way": ..., "dim": ...}
+    reduction: dict | None = field(default=None)
 
     def to_parquet(self) -> dict[bytes, bytes]:
         return {
@@ -94,7 +96,11 @@ class EmbeddingsWriter:
     def __enter__(self) -> EmbeddingsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.path)
-        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression=COMPRESSION)
+        # No dictionary encoding: ids and hashes are unique and vectors hardly repeat,
+        # so a dictionary only costs memory (a per-column page held until fallback).
+        self._writer = pq.ParquetWriter(
+            self._tmp, self.schema, compression=COMPRESSION, use_dictionary=False
+        )
         return self
 
     def write(self, ids: list[str], vectors: np.ndarray, hashes: list[str]) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from embedflow.errors import ConfigError, UserError
 from embedflow.hashing import sha256_file, sha256_tree
+from embedflow.project import Projection, for_variant, l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,9 @@ class Encoder:
     max_seq_length: int
     identity: dict = field(default_factory=dict)
     truncated_texts: int = 0
+    # A PCA variant's projection, applied after the base model's normalization
+    # exactly as rule project applies it to the base's stored vectors.
+    projection: Projection | None = None
 
     def encode(self, texts: list[str], prompt: str | None, batch_size: int) -> np.ndarray:
         """Texts → float32 vectors (rows, dim), normalized in float32 when asked."""
@@ -175,7 +179,8 @@ class Encoder:
                 show_progress_bar=False,
             )
             vectors = tensor.float().cpu().numpy()
-        return l2_normalize(vectors) if self.normalize else vectors
+        vectors = l2_normalize(vectors) if self.normalize else vectors
+        return vectors if self.projection is None else self.projection.apply(vectors)
 
     def encode_stream(
         self, text_batches: Iterable[list[str]], prompt: str | None, batch_size: int
@@ -187,8 +192,7 @@ class Encoder:
         tokenizer = getattr(self.model, "tokenizer", None)
         if tokenizer is None or not self.max_seq_length:
             return
-        lengths = [len(ids) for ids in tokenizer([prompt + t for t in texts], verbose=False)["input_ids"]]
-        longest = max(lengths, default=0)
+        lengths = _token_lengths(tokenizer, texts, prompt)
         over = sum(length > self.max_seq_length for length in lengths)
         if over:
             self.truncated_texts += over
@@ -197,14 +201,22 @@ class Encoder:
                 "embedded truncated to their first %d tokens",
                 over,
                 self.max_seq_length,
-                longest,
+                max(lengths),
                 self.max_seq_length,
             )
 
 
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms == 0, 1, norms)  # a zero vector stays zero; verify flags it
+# Texts tokenized at once to count over-long ones: their untruncated token ids are
+# dropped after each slice, so the count costs no memory that grows with the window.
+TOKEN_COUNT_SLICE = 256
+
+
+def _token_lengths(tokenizer, texts: list[str], prompt: str) -> list[int]:
+    lengths: list[int] = []
+    for start in range(0, len(texts), TOKEN_COUNT_SLICE):
+        batch = [prompt + text for text in texts[start : start + TOKEN_COUNT_SLICE]]
+        lengths.extend(len(ids) for ids in tokenizer(batch, verbose=False)["input_ids"])
+    return lengths
 
 
 def _weights_sha256(folder: Path) -> dict[str, str]:
@@ -244,6 +256,11 @@ def _identity(spec: dict, source: ModelSource, adapter_applied: bool) -> dict:
             "files_sha256": sha256_tree(spec["adapter"]),
         }
     identity["adapter_applied"] = adapter_applied
+    variant = spec.get("variant")
+    if variant:
+        identity["variant"] = dict(variant)
+        if variant.get("path"):
+            identity["variant"]["sha256"] = sha256_file(variant["path"])
     return identity
 
 
@@ -287,6 +304,7 @@ def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -
     dim = model.get_embedding_dimension()
     if spec.get("truncate_dim") and spec["truncate_dim"] > dim:
         raise ConfigError(f"model {key}: truncate_dim {spec['truncate_dim']} exceeds the model's {dim} dims")
+    projection = _variant_projection(key, spec, dim)
     in_effect = next(model.parameters()).dtype
     log.info(
         "model %s: compute precision %s (parameters %s), TF32 %s, dimension %d%s, "
@@ -306,11 +324,23 @@ def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -
         device=device,
         compute_precision=compute,
         tf32=tf32,
-        dim=dim,
+        dim=dim if projection is None else projection.dim,
         normalize=spec["normalize"],
         max_seq_length=model.max_seq_length,
         identity=_identity(spec, source, adapter_applied),
+        projection=projection,
     )
+
+
+def _variant_projection(key: str, spec: dict, model_dim: int) -> Projection | None:
+    variant = spec.get("variant")
+    if not variant or variant["way"] != "pca":
+        return None  # truncation happens in the model (truncate_dim), a head is part of it
+    projection = for_variant(variant)
+    projection.check_input(model_dim, f"model {key}")
+    log.info("model %s: %s of base %s applied after the model, %d -> %d dims, re-normalized",
+             key, variant["path"], variant["base"], model_dim, projection.dim)
+    return projection
 
 
 def set_threads(threads: int) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from embedflow import __version__
 from embedflow.atomic import write_json
-from embedflow.hashing import sha256_file
+from embedflow.hashing import sha256_file, sha256_text, sha256_tree
 
 SUFFIX = ".provenance.json"
 WORKFLOW_DIR = Path(__file__).resolve().parents[1]
@@ -103,8 +103,19 @@ def git_state(folder: Path = WORKFLOW_DIR) -> dict:
 
 
 def file_record(path: str | Path) -> dict:
+    """sha256 and size of a file; of a folder (a trained model), the sha256 of its
+    files' relative paths and hashes, their total size and count."""
     path = Path(path)
-    return {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    if not path.is_dir():
+        return {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    # Snakemake drops a .snakemake_timestamp into directory outputs after the job.
+    tree = {name: sha for name, sha in sha256_tree(path).items() if name != ".snakemake_timestamp"}
+    return {
+        "path": str(path),
+        "sha256": sha256_text(json.dumps(tree, sort_keys=True)),
+        "bytes": sum((path / name).stat().st_size for name in tree),
+        "files": len(tree),
+    }
 
 
 class Timer:

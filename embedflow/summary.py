@@ -15,12 +15,12 @@ from pathlib import Path
 
 from embedflow.atomic import write_text
 from embedflow.provenance import Timer, write_provenance
-from embedflow.snakemake_rule import run_rule
+from embedflow.snakemake_rule import params_json, run_rule
 
 log = logging.getLogger(__name__)
 
 COLUMNS = (
-    ("model", "model"), ("precision", "precision"), ("dim", "dim"),
+    ("model", "model"), ("precision", "precision"), ("dim", "dim"), ("way", "reduced by"),
     ("recall@1", "exact recall@1"), ("recall@5", "exact recall@5"), ("recall@10", "exact recall@10"),
     ("mrr@10", "exact MRR@10"), ("ndcg@10", "exact nDCG@10"),
     ("rescored_ndcg@10", "binary re-scored nDCG@10"),
@@ -30,8 +30,14 @@ COLUMNS = (
 )
 
 
-def row_of(report: dict) -> dict:
-    row = {"model": report["model"], "precision": report["precision"], "dim": report["dim"]}
+# How a model key got its dimension (embedflow.variants), as the summary names it.
+WAY_NAMES = {None: "native", "truncate_dim": "Matryoshka truncation", "pca": "PCA", "projection_head": "projection head"}
+
+
+def row_of(report: dict, variants: dict | None = None) -> dict:
+    variant = (variants or {}).get(report["model"])
+    row = {"model": report["model"], "precision": report["precision"], "dim": report["dim"],
+           "way": WAY_NAMES[variant["way"] if variant else None], "base": variant["base"] if variant else None}
     row.update({name: report["exact"][name] for name in ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")})
     row["rescored_ndcg@10"] = report.get("exact_rescored", {}).get("ndcg@10")
     sql = report.get("pgvector")
@@ -85,12 +91,48 @@ def markdown(rows: list[dict], queries: int) -> str:
         f"(nDCG@10 {smallest_good['ndcg@10']:.3f} at {smallest_good['parquet_bytes']:.0f} B/vector).",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + dimension_markdown(rows))
+
+
+def by_dimension(rows: list[dict]) -> list[dict]:
+    """float32 rows of every base model and its variants, with each variant's nDCG@10
+    relative to its base's (what the reduction costs, apart from the precision's cost)."""
+    float32 = {row["model"]: row for row in rows if row["precision"] == "float32"}
+    based = sorted({row["base"] for row in float32.values() if row["base"]} & set(float32))
+    table = []
+    for base in based:
+        family = [float32[base]] + sorted(
+            (row for row in float32.values() if row["base"] == base), key=lambda r: (-r["dim"], r["way"])
+        )
+        for row in family:
+            table.append({**row, "base_model": base,
+                          "relative": row["ndcg@10"] / float32[base]["ndcg@10"] if float32[base]["ndcg@10"] else None})
+    return table
+
+
+def dimension_markdown(rows: list[dict]) -> list[str]:
+    table = by_dimension(rows)
+    if not table:
+        return []
+    lines = [
+        "## Quality against dimension (float32)",
+        "",
+        "Each variant against the model it reduces: exact nDCG@10 and its share of the base's.",
+        "",
+        "| base | model | reduced by | dim | exact nDCG@10 | of base | exact recall@10 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {row['base_model']} | {row['model']} | {row['way']} | {row['dim']} | {row['ndcg@10']:.3f} | "
+        f"{_cell('relative', row['relative'])} | {row['recall@10']:.3f} |"
+        for row in table
+    ]
+    return lines + [""]
 
 
 def to_csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[key for key, _ in COLUMNS])
+    writer = csv.DictWriter(buffer, fieldnames=[key for key, _ in COLUMNS] + ["base"])
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -124,24 +166,62 @@ def plot(rows: list[dict], x_key: str, x_label: str, path: str | Path, log_x: bo
     temporary.replace(path)
 
 
-def summarize(reports: list[str | Path], outputs: dict) -> list[dict]:
+def plot_dimension(rows: list[dict], path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    table = by_dimension(rows)
+    for base in sorted({row["base_model"] for row in table}):
+        family = [row for row in table if row["base_model"] == base]
+        native = family[0]
+        axes.scatter([native["dim"]], [native["ndcg@10"]], marker="*", s=120, color="black")
+        axes.annotate(f"{base} (native)", (native["dim"], native["ndcg@10"]), textcoords="offset points",
+                      xytext=(-10, 6), fontsize=8, ha="right")
+        for way in sorted({row["way"] for row in family[1:]}):
+            points = sorted((row for row in family[1:] if row["way"] == way), key=lambda r: r["dim"])
+            points.append(native)  # each way's line ends at the full dimension
+            axes.plot([r["dim"] for r in points], [r["ndcg@10"] for r in points], marker="o",
+                      label=f"{base}: {way}")
+    axes.set_xscale("log", base=2)
+    dims = sorted({row["dim"] for row in table})
+    axes.set_xticks(dims, [str(dim) for dim in dims])
+    axes.minorticks_off()
+    axes.set_xlabel("dimensions")
+    axes.set_ylabel("exact nDCG@10 (float32)")
+    axes.grid(alpha=0.3)
+    if table:
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    temporary = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    figure.savefig(temporary)
+    plt.close(figure)
+    temporary.replace(path)
+
+
+def summarize(reports: list[str | Path], outputs: dict, variants: dict | None = None) -> list[dict]:
     loaded = [json.loads(Path(path).read_text()) for path in reports]
-    rows = sorted((row_of(report) for report in loaded), key=lambda r: (r["model"], -r["parquet_bytes"]))
+    rows = sorted((row_of(report, variants) for report in loaded), key=lambda r: (r["model"], -r["parquet_bytes"]))
     queries = loaded[0]["queries"] if loaded else 0
     write_text(outputs["markdown"], markdown(rows, queries))
     write_text(outputs["csv"], to_csv(rows))
     plot(rows, "parquet_bytes", "bytes per vector (Parquet)", outputs["quality_vs_bytes"], log_x=True)
     plot(rows, "p50_ms", "p50 query latency through pgvector (ms)", outputs["quality_vs_latency"])
+    plot_dimension(rows, outputs["quality_vs_dim"])
     return rows
 
 
 def main(snakemake) -> None:
     timer = Timer()
-    outputs = {name: snakemake.output[name] for name in ("markdown", "csv", "quality_vs_bytes", "quality_vs_latency")}
-    rows = summarize(list(snakemake.input.reports), outputs)
+    names = ("markdown", "csv", "quality_vs_bytes", "quality_vs_latency", "quality_vs_dim")
+    outputs = {name: snakemake.output[name] for name in names}
+    variants = params_json(snakemake, "variants")
+    rows = summarize(list(snakemake.input.reports), outputs, variants)
     for output in outputs.values():
-        write_provenance(output, rule=snakemake.rule, wildcards={}, config={}, inputs=list(snakemake.input.reports),
-                         timing=timer.record(len(rows)))
+        write_provenance(output, rule=snakemake.rule, wildcards={}, config={"variants": variants},
+                         inputs=list(snakemake.input.reports), timing=timer.record(len(rows)))
 
 
 def run(snakemake) -> None:

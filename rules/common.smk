@@ -7,10 +7,36 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 
 from embedflow.config import canonical_json, model_output_slice, selection_slice
+from embedflow.variants import (
+    HEAD_FOLDER,
+    PCA_FILE,
+    check_models,
+    is_variant,
+    keys_by_way,
+    reduction_of,
+    resolve,
+)
 
 validate(config, "../config/config.schema.yaml")
 for _spec in config["models"].values():
-    validate(_spec, "../config/model.schema.yaml")
+    # A model has a source; a variant reduces another model's vectors (embedflow.variants).
+    validate(
+        _spec,
+        (
+            "../config/variant.schema.yaml"
+            if is_variant(_spec)
+            else "../config/model.schema.yaml"
+        ),
+    )
+check_models(config["models"])
+# Every model key as the rules see it: a variant resolved into its base's settings.
+MODELS = {key: resolve(config["models"], key) for key in config["models"]}
+MODELS_BY_WAY = keys_by_way(config["models"])
+
+
+def any_of(keys):
+    """A wildcard constraint matching exactly these keys (none: never matches)."""
+    return "|".join(keys) if keys else "(?!)"
 
 
 wildcard_constraints:
@@ -56,13 +82,21 @@ def unless_configured(precision, path):
 
 
 def model_spec(wildcards):
-    return config["models"][wildcards.model]
+    return MODELS[wildcards.model]
 
 
 def local_model_files(wildcards):
-    """Files of a local model folder and of an adapter: editing them reruns embed."""
-    spec = model_spec(wildcards)
-    files = []
+    """Files of a local model folder and of an adapter, a variant's PCA file, or a
+    trained head's folder: editing them reruns what the model made."""
+    return model_files_of(wildcards.model)
+
+
+def model_files_of(key):
+    spec = MODELS[key]
+    variant = spec["variant"]
+    if variant and variant["way"] == "projection_head":
+        return [spec["source"]]  # rule train_head's folder
+    files = [variant["path"]] if variant and variant["way"] == "pca" else []
     for folder in (spec["source"], spec["adapter"]):
         if folder and not folder.startswith("bundled:") and os.path.isdir(folder):
             files += sorted(
@@ -89,7 +123,11 @@ def embed_runtime_params(wildcards, resources):
     # Settings that change speed, not vectors. Snakemake leaves params computed
     # from `resources` out of its params rerun trigger (as it does for input,
     # output and threads), so changing these never makes an output stale.
-    spec = model_spec(wildcards)
+    return runtime_params_of(wildcards.model)
+
+
+def runtime_params_of(key):
+    spec = MODELS[key]
     return canonical_json(
         {
             "device": config["embed"]["device"],
@@ -212,4 +250,57 @@ def evaluation_params(wildcards):
     index = {k: v for k, v in config["index"].items() if k not in INDEX_BUILD_KEYS}
     return canonical_json(
         {"index": index, "rerank_candidates": config["index"]["rerank_candidates"]}
+    )
+
+
+# --- variants -------------------------------------------------------------------
+
+
+def variant_of(wildcards):
+    return MODELS[wildcards.model]["variant"]
+
+
+def base_float32(wildcards):
+    return embeddings_path(variant_of(wildcards)["base"], "float32")
+
+
+def pca_file_of(wildcards):
+    variant = variant_of(wildcards)
+    return variant["path"] if variant["way"] == "pca" else []
+
+
+def base_model_files(wildcards):
+    return model_files_of(variant_of(wildcards)["base"])
+
+
+def head_pairs(wildcards):
+    return variant_of(wildcards)["pairs"]
+
+
+def variant_params(wildcards):
+    variant = variant_of(wildcards)
+    return canonical_json({k: v for k, v in variant.items() if k != "path"})
+
+
+def head_base_params(wildcards):
+    # What changes the base's vectors, and the prompts the pairs are encoded with.
+    spec = MODELS[variant_of(wildcards)["base"]]
+    return canonical_json(
+        {**model_output_slice(spec), "query_prompt": spec["query_prompt"]}
+    )
+
+
+def head_runtime_params(wildcards, resources):
+    # The base's batch size and the device: speed, not the head (see embed_runtime_params).
+    return runtime_params_of(variant_of(wildcards)["base"])
+
+
+def variants_params(wildcards):
+    # Which model keys are variants of which base, and how: labels for the summary.
+    return canonical_json(
+        {
+            key: reduction_of(spec["variant"])
+            for key, spec in MODELS.items()
+            if spec["variant"]
+        }
     )

@@ -13,6 +13,9 @@ rule embed:
         "results/logs/embed/{model}.log",
     benchmark:
         "results/benchmarks/embed/{model}.tsv"
+    wildcard_constraints:
+        # Models, and variants with a trained head; the others come from rule project.
+        model=any_of(MODELS_BY_WAY[None] + MODELS_BY_WAY["projection_head"]),
     conda:
         "../envs/embed.yaml"
     threads: config["embed"]["threads"]

@@ -44,7 +44,7 @@ rule evaluate:
 
 
 rule eval_summary:
-    # One table and two plots across every model × precision.
+    # One table and three plots across every model × precision.
     input:
         reports=expand(
             EVALUATION, model=sorted(config["models"]), precision=config["precisions"]
@@ -66,10 +66,17 @@ rule eval_summary:
             caption="../report/quality_vs_latency.rst",
             category="Evaluation",
         ),
+        quality_vs_dim=report(
+            "results/eval/quality_vs_dim.png",
+            caption="../report/quality_vs_dim.rst",
+            category="Evaluation",
+        ),
         provenance=provenance_of(f"{SUMMARY}.md"),
     log:
         "results/logs/eval_summary.log",
     conda:
         "../envs/evaluate.yaml"
+    params:
+        variants=variants_params,
     script:
         "../scripts/eval_summary.py"

@@ -82,8 +82,27 @@ def make_workflow(root: Path, chunk_count: int = 12) -> Workflow:
             shutil.copy2(source, root / part)
     copy = Workflow(root)
     write_chunks(root / "data" / "chunks.json", example_chunks(chunk_count))
-    copy.update_config(chunks="data/chunks.json", queries=None)
+    # The example's own model only: its variants (which need data/example/pairs.jsonl)
+    # are run by the `example` fixture.
+    models = {key: spec for key, spec in copy.config["models"].items() if "base" not in spec}
+    copy.update_config(chunks="data/chunks.json", queries=None, models=models)
     return copy
+
+
+@pytest.fixture(scope="session")
+def example(tmp_path_factory):
+    """The bundled example as config/config.yaml has it (every chunk and query, the model
+    and its variants) through the whole workflow."""
+    workflow = make_workflow(tmp_path_factory.mktemp("example") / "workflow", chunk_count=0)
+    models = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["models"]
+    for spec in models.values():
+        if "projection_head" in spec:
+            spec["projection_head"]["pairs"] = str(REPO / spec["projection_head"]["pairs"])
+    workflow.update_config(
+        chunks=str(REPO / "data/example/chunks.json"), queries=str(REPO / "data/example/queries.jsonl"), models=models
+    )
+    workflow.snakemake("--cores", "2")
+    return workflow
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO, make_workflow, synthetic_corpus
+from conftest import synthetic_corpus
 from embedflow.evaluate import RunningTopK, answerable, exact_rankings
 
 
@@ -59,18 +59,10 @@ def test_queries_without_embedded_relevant_chunks_are_left_out():
     assert ids == ["q1"] and relevant == {"q1": {"a"}} and skipped == ["q2"] and queries.shape == (1, 4)
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    """The bundled example, every chunk and query, through the whole workflow."""
-    workflow = make_workflow(tmp_path_factory.mktemp("example") / "workflow", chunk_count=0)
-    workflow.update_config(chunks=str(REPO / "data/example/chunks.json"), queries=str(REPO / "data/example/queries.jsonl"))
-    workflow.snakemake("--cores", "2")
-    return workflow
-
-
 def test_example_is_evaluated_for_every_precision(example):
     summary = example.path("results/eval/summary.md").read_text()
-    rows = [line for line in summary.splitlines() if line.startswith("| minilm |")]
+    table = summary.split("## Quality against dimension")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| minilm |")]
     assert [row.split("|")[2].strip() for row in rows] == ["float32", "float16", "int8", "binary"]
     assert "Best quality per byte:" in summary
     float32 = json.loads(example.path("results/eval/minilm_float32.json").read_text())
@@ -80,7 +72,7 @@ def test_example_is_evaluated_for_every_precision(example):
     assert float32["exact"]["recall@10"] > 0.3
     binary = json.loads(example.path("results/eval/minilm_binary.json").read_text())
     assert binary["parquet_bytes_per_vector"] < float32["parquet_bytes_per_vector"] / 8
-    for plot in ("quality_vs_bytes", "quality_vs_latency"):
+    for plot in ("quality_vs_bytes", "quality_vs_latency", "quality_vs_dim"):
         assert example.path(f"results/eval/{plot}.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -89,9 +81,10 @@ REQUIRED = ("output", "rule", "wildcards", "config", "inputs", "software", "devi
 
 def test_every_output_has_true_provenance(example):
     from embedflow.hashing import sha256_file
+    from embedflow.provenance import file_record
 
     outputs = [
-        path for folder in ("embeddings", "verify", "db", "eval")
+        path for folder in ("embeddings", "verify", "db", "eval", "reduce")
         for path in example.path(f"results/{folder}").iterdir()
         if not path.name.endswith(".provenance.json") and not path.name.startswith(".")
     ]
@@ -104,10 +97,10 @@ def test_every_output_has_true_provenance(example):
         rules.add(record["rule"])
         for item in record["inputs"]:
             source = example.path(item["path"]) if not item["path"].startswith("/") else item["path"]
-            assert sha256_file(source) == item["sha256"], (path, item["path"])
+            assert file_record(source)["sha256"] == item["sha256"], (path, item["path"])  # a file or a model folder
         assert record["software"]["snakemake"] and record["software"]["python"]
     assert {"embed", "convert", "probe", "measure", "verify", "load", "index", "encode_queries", "evaluate",
-            "eval_summary"} <= rules
+            "eval_summary", "fit_pca", "project"} <= rules
     embed = json.loads(example.path("results/embeddings/embeddings_minilm_float32.parquet.provenance.json").read_text())
     # the provenance alone says which config slice made the file
     assert embed["config"]["model"]["source"] == "bundled:all-MiniLM-L6-v2"
