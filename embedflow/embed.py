@@ -25,11 +25,11 @@ from embedflow.variants import reduction_of
 
 log = logging.getLogger(__name__)
 
-# Chunks per encode() call and per Parquet row group. sentence-transformers sorts
-# each call's texts by length to pad little: a smaller window pads more (1,024:
-# 0.91x a bare encode of 2,000 texts). A larger one raises the peak memory of a
-# large corpus over a small one's (4,096: 1.23x at 20k vs 2k chunks). See
-# benchmarks/README.md, "Embed stage". 2,048 vectors of 2,560 dims are 21 MB.
+# Chunks per encode() call and per Parquet row group (config embed.window_rows).
+# sentence-transformers sorts each call's texts by length to pad little: a
+# smaller window pads more (1,024: 0.91x a bare encode of 2,000 texts). A larger
+# one raises the peak memory of a large corpus over a small one's (4,096: 1.25x
+# at 20k vs 2k chunks). See benchmarks/README.md, "Embed stage".
 WINDOW_ROWS = 2048
 
 
@@ -45,6 +45,7 @@ class EmbedSettings:
     device: str = "auto"
     require_cuda: bool = False
     threads: int = 1
+    window_rows: int | None = None  # None: WINDOW_ROWS
 
 
 @dataclass
@@ -87,7 +88,7 @@ def embed_corpus(
     with EmbeddingsWriter(output, meta) as writer, tqdm(
         total=selected, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None
     ) as bar:
-        for window in batched(pairs, WINDOW_ROWS):
+        for window in batched(pairs, settings.window_rows or WINDOW_ROWS):
             ids, texts = zip(*window)
             vectors = encoder.encode(list(texts), prompt, settings.batch_size)
             writer.write(list(ids), vectors, [sha256_text(t) for t in texts])
@@ -120,6 +121,7 @@ def main(snakemake) -> None:
         device=runtime["device"],
         require_cuda=runtime["require_cuda"],
         threads=snakemake.threads,
+        window_rows=runtime["window_rows"],
     )
     with open(snakemake.log[0], "a", encoding="utf-8") as progress:
         result = embed_corpus(snakemake.input.chunks, snakemake.output.parquet, settings, progress)
