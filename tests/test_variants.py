@@ -170,6 +170,25 @@ def test_training_lowers_the_heads_loss_on_its_pairs(tmp_path, tiny_model, unfre
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
 
 
+def test_a_head_on_a_base_with_an_adapter_saves_a_folder_that_embeds_the_same(tmp_path, tiny_model, tiny_lora_adapter):
+    """The saved folder keeps the adapter (sentence-transformers saves it next to the
+    modules, pointing at the base), so embedding from the folder gives the trained model's vectors."""
+    from embedflow.encoder import load_encoder
+    from embedflow.train_head import read_pairs, train_projection_head
+
+    chunks_path, pairs_path = _pairs(tmp_path)
+    pairs = read_pairs(pairs_path, chunks_path, "content")
+    spec = {**_tiny_spec(tiny_model), "adapter": str(tiny_lora_adapter)}
+    encoder = load_encoder("tiny", spec, "cpu", False)
+    assert encoder.identity["adapter_applied"]
+    result = train_projection_head(encoder, pairs, {**HEAD, "epochs": 2}, spec)
+    in_memory = result.model.encode(pairs.passages, convert_to_numpy=True, normalize_embeddings=True)
+    result.model.save(str(tmp_path / "head"))
+    assert (tmp_path / "head" / "adapter_config.json").exists()
+    saved = load_encoder("head", {**spec, "source": str(tmp_path / "head"), "adapter": None}, "cpu", False)
+    np.testing.assert_allclose(saved.encode(pairs.passages, None, 8), in_memory, atol=1e-5)
+
+
 def torch_equal(a, b) -> bool:
     import torch
 
