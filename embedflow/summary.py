@@ -138,13 +138,32 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def plot(rows: list[dict], x_key: str, x_label: str, path: str | Path, log_x: bool = False) -> None:
+def _axes():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    return plt.subplots(figsize=(6.4, 4.2), dpi=120)
+
+
+def _save(figure, axes, path: str | Path, ylabel: str, legend: bool) -> None:
+    """Grid, labels and legend, then the PNG written whole under its name."""
+    import matplotlib.pyplot as plt
+
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    if legend:
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    temporary = Path(path).with_name(f".{Path(path).name}.tmp.png")
+    figure.savefig(temporary)
+    plt.close(figure)
+    temporary.replace(path)
+
+
+def plot(rows: list[dict], x_key: str, x_label: str, path: str | Path, log_x: bool = False) -> None:
+    figure, axes = _axes()
     shown = [row for row in rows if row.get(x_key) is not None]
     for model in sorted({row["model"] for row in shown}):
         points = [row for row in shown if row["model"] == model]
@@ -155,24 +174,11 @@ def plot(rows: list[dict], x_key: str, x_label: str, path: str | Path, log_x: bo
     if log_x:
         axes.set_xscale("log")
     axes.set_xlabel(x_label)
-    axes.set_ylabel("exact nDCG@10")
-    axes.grid(alpha=0.3)
-    if shown:
-        axes.legend(fontsize=8)
-    figure.tight_layout()
-    temporary = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    figure.savefig(temporary)
-    plt.close(figure)
-    temporary.replace(path)
+    _save(figure, axes, path, "exact nDCG@10", legend=bool(shown))
 
 
 def plot_dimension(rows: list[dict], path: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    figure, axes = _axes()
     table = by_dimension(rows)
     for base in sorted({row["base_model"] for row in table}):
         family = [row for row in table if row["base_model"] == base]
@@ -190,15 +196,7 @@ def plot_dimension(rows: list[dict], path: str | Path) -> None:
     axes.set_xticks(dims, [str(dim) for dim in dims])
     axes.minorticks_off()
     axes.set_xlabel("dimensions")
-    axes.set_ylabel("exact nDCG@10 (float32)")
-    axes.grid(alpha=0.3)
-    if table:
-        axes.legend(fontsize=8)
-    figure.tight_layout()
-    temporary = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    figure.savefig(temporary)
-    plt.close(figure)
-    temporary.replace(path)
+    _save(figure, axes, path, "exact nDCG@10 (float32)", legend=bool(table))
 
 
 def summarize(reports: list[str | Path], outputs: dict, variants: dict | None = None) -> list[dict]:
