@@ -145,7 +145,7 @@ def run_embedflow_patched(connection, chunks, parquet, rows, dim) -> dict:
     meta_dim = dim
     with mock.patch.object(load, "sha256_file", lambda path: digest), \
             mock.patch.object(load, "iter_chunks", _lean_chunks), \
-            mock.patch.object(load, "_count_and_dim", lambda cursor, table, column: (load.parquet_rows(parquet), meta_dim)):
+            mock.patch.object(load, "_count_and_dim", lambda cursor, table, column: (load.row_count(parquet), meta_dim)):
         started = time.perf_counter()
         facts = load.load_table(connection, TABLES["embedflow_patched"], parquet, chunks)
         seconds = time.perf_counter() - started

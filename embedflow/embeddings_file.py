@@ -142,6 +142,12 @@ def read_metadata(path: str | Path) -> EmbeddingsMetadata:
     return EmbeddingsMetadata.from_parquet(pq.read_schema(path).metadata, str(path))
 
 
+def row_count(path: str | Path) -> int:
+    """Rows of a Parquet file, from its footer."""
+    with pq.ParquetFile(path) as parquet:
+        return parquet.metadata.num_rows
+
+
 @dataclass
 class EmbeddingsBatch:
     ids: list[str]

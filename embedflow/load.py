@@ -22,7 +22,7 @@ import numpy as np
 from embedflow.atomic import write_json
 from embedflow.chunks import iter_chunks
 from embedflow.database import DatabaseSettings, connect, describe_target, server_versions, table_state
-from embedflow.embeddings_file import iter_batches, read_metadata
+from embedflow.embeddings_file import iter_batches, read_metadata, row_count
 from embedflow.errors import InputError, UserError
 from embedflow.hashing import sha256_file
 from embedflow.provenance import Timer, write_provenance
@@ -140,7 +140,7 @@ def load_table(
             )
         )
         rows, dim = _count_and_dim(cursor, staging, column)
-        expected = parquet_rows(parquet_path)
+        expected = row_count(parquet_path)
         if rows != expected or (rows and dim != meta.dim):
             raise UserError(f"{table}: loaded {rows} rows of {dim} dims, expected {expected} of {meta.dim}")
 
@@ -184,12 +184,6 @@ def load_table(
         "copy_rows_per_second": round(rows / max(copied, 1e-9), 1),
         "seconds": round(seconds, 3),
     }
-
-
-def parquet_rows(path) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
 
 
 def main(snakemake) -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedflow.atomic import temporary_path
-from embedflow.embeddings_file import EmbeddingsWriter, iter_batches, read_metadata
+from embedflow.atomic import remove_stale_temporaries, temporary_path
+from embedflow.embeddings_file import EmbeddingsWriter, iter_batches, read_metadata, row_count
 from embedflow.errors import ConfigError, InputError
 from embedflow.provenance import Timer, read_provenance, write_provenance
 from embedflow.snakemake_rule import params_json, run_rule
@@ -68,7 +68,8 @@ class Projection:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = temporary_path(path).with_suffix(".npz")  # np.savez appends .npz otherwise
+        remove_stale_temporaries(path)
+        temporary = temporary_path(path)  # written through a handle: savez adds no suffix
         try:
             with open(temporary, "wb") as handle:
                 np.savez(
@@ -105,7 +106,7 @@ def for_variant(variant: dict) -> Projection:
 
 def sample_rows(path: str | Path, rows: int, seed: int) -> np.ndarray:
     """``rows`` rows of an embeddings file picked at random (seeded), in file order; streamed."""
-    total = read_metadata_rows(path)
+    total = row_count(path)
     if total <= rows:
         wanted = None
     else:
@@ -120,12 +121,6 @@ def sample_rows(path: str | Path, rows: int, seed: int) -> np.ndarray:
             picked.append(batch.vectors[inside].astype(np.float32))
         offset += count
     return np.vstack(picked) if picked else np.zeros((0, 0), np.float32)
-
-
-def read_metadata_rows(path: str | Path) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
 
 
 def fit_pca(sample: np.ndarray, dim: int, center: bool = True) -> Projection:
