@@ -1,6 +1,7 @@
 # Embeds a corpus of SDK documentation chunks with sentence-transformers models,
 # keeps the vectors as Parquet in several precisions, with provenance for every
-# file. See README.md; the contract between stages is in DESIGN.md.
+# file. See README.md; the contract between stages is docs/design.md. Each rule
+# has its own file in rules/, its script in scripts/ and its logic in embedflow/.
 
 from snakemake.utils import min_version
 
@@ -12,12 +13,18 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/embed.smk"
-include: "rules/variants.smk"
+include: "rules/fit_pca.smk"
+include: "rules/project.smk"
+include: "rules/train_head.smk"
 include: "rules/convert.smk"
+include: "rules/probe.smk"
+include: "rules/measure.smk"
 include: "rules/verify.smk"
 include: "rules/load.smk"
 include: "rules/index.smk"
+include: "rules/encode_queries.smk"
 include: "rules/evaluate.smk"
+include: "rules/eval_summary.smk"
 
 
 rule all:

@@ -31,7 +31,7 @@ def synthetic(workdir: Path, rows: int, dim: int, seed: int = 0) -> tuple[Path, 
     """(chunks .jsonl, float32 Parquet) of ``rows`` random unit vectors, made once per workdir.
 
     ``conftest.synthetic_corpus`` writes them; row groups of 4,096 rows, as the
-    embed stage writes them (``embedflow.embed.WINDOW_ROWS``).
+    embed stage writes them (``embed.window_rows`` is 2,048 now).
     """
     from conftest import synthetic_corpus
 

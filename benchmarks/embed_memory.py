@@ -2,7 +2,7 @@
 """Embed-stage memory: peak RSS of ``embed_corpus`` at 2,000 against 20,000 chunks.
 
 Target (project issue, "Embed stage"): peak RSS at 20k chunks / peak RSS at 2k
-chunks <= 1.2, i.e. memory does not grow with the corpus (DESIGN.md: the embed
+chunks <= 1.2, i.e. memory does not grow with the corpus (docs/design.md: the embed
 stage streams the chunks file and writes one Parquet row group per window).
 
 Every run is a fresh child process (``embed_corpus`` on a JSON Lines file,
@@ -44,19 +44,15 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the embedflow pa
 
 import _common as common  # noqa: E402
 
-WINDOW_NOTE = "embedflow.embed.WINDOW_ROWS"
+WINDOW_NOTE = "embed.window_rows"
 
 
 def child(args) -> None:
     import logging
 
-    import embedflow.embed as embed
     import embedflow.encoder as encoders
     from embedflow.embed import EmbedSettings, embed_corpus
     from embedflow.embeddings_file import EmbeddingsWriter
-
-    if args.window_rows:  # a diagnosis only: what a smaller window would change
-        embed.WINDOW_ROWS = args.window_rows
 
     logging.basicConfig(level=logging.ERROR)
     marks = {"after_imports_hwm_mib": common.proc_status_kib("VmHWM") / 1024}
@@ -105,6 +101,8 @@ def child(args) -> None:
         batch_size=args.batch_size,
         device="cpu",
         threads=args.threads,
+        # A diagnosis only: what another window would change (default: the schema's).
+        **({"window_rows": args.window_rows} if args.window_rows else {}),
     )
     start = time.perf_counter()
     result = embed_corpus(args.chunks_file, args.out, settings)
@@ -114,7 +112,7 @@ def child(args) -> None:
         "rows": result.rows,
         "seconds": seconds,
         "max_seq_length": result.encoder.max_seq_length,
-        "window_rows": embed.WINDOW_ROWS,
+        "window_rows": settings.window_rows,
         "end_hwm_mib": common.proc_status_kib("VmHWM") / 1024,
         "end_rss_mib": common.proc_status_kib("VmRSS") / 1024,
         "windows": windows,
@@ -131,7 +129,7 @@ def main() -> None:
     parser.add_argument("--model", default=common.DEFAULT_MODEL)
     parser.add_argument(
         "--window-rows", type=int, default=None,
-        help="diagnosis: patch embedflow.embed.WINDOW_ROWS in the child (default: leave it)",
+        help="diagnosis: embed.window_rows for the child (default: the schema's)",
     )
     parser.add_argument(
         "--child-env", action="append", default=[], metavar="KEY=VALUE",

@@ -162,7 +162,7 @@ def overhead(args) -> None:
 
     from embedflow.chunks import iter_chunks, validate_chunks
     from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
-    from embedflow.encoder import _weights_sha256, l2_normalize, resolve_source
+    from embedflow.encoder import weights_sha256, l2_normalize, resolve_source
     from embedflow.hashing import sha256_text
     from transformers import AutoTokenizer
 
@@ -183,7 +183,7 @@ def overhead(args) -> None:
     hashes = [sha256_text(t) for t in texts]
     steps = {
         "validate the chunks file": lambda: validate_chunks(chunks),
-        "sha256 of the model's weight files (provenance)": lambda: _weights_sha256(Path(model_path)),
+        "sha256 of the model's weight files (provenance)": lambda: weights_sha256(Path(model_path)),
         "read the chunks again (stream)": lambda: list(iter_chunks(chunks)),
         "tokenize every text in full (count over-long texts)": lambda: [
             len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"]

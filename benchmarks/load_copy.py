@@ -134,7 +134,7 @@ def run_embedflow_patched(connection, chunks, parquet, rows, dim) -> dict:
     to show what fixing them would give. (1) sha256 of the Parquet: computed before the clock
     (as if hashed in a thread during COPY, or taken from the embed/convert provenance);
     (2) iter_chunks: a lean reader (json.loads per line, no _Place / frozen Chunk per line);
-    (3) _count_and_dim: the row count from the Parquet footer (the real fix: COPY's rowcount;
+    (3) count_and_dim: the row count from the Parquet footer (the real fix: COPY's rowcount;
     the vector(dim) column already enforces the dim)."""
     from unittest import mock
 
@@ -145,7 +145,7 @@ def run_embedflow_patched(connection, chunks, parquet, rows, dim) -> dict:
     meta_dim = dim
     with mock.patch.object(load, "sha256_file", lambda path: digest), \
             mock.patch.object(load, "iter_chunks", _lean_chunks), \
-            mock.patch.object(load, "_count_and_dim", lambda cursor, table, column: (load.row_count(parquet), meta_dim)):
+            mock.patch.object(load, "count_and_dim", lambda cursor, table, column: (load.row_count(parquet), meta_dim)):
         started = time.perf_counter()
         facts = load.load_table(connection, TABLES["embedflow_patched"], parquet, chunks)
         seconds = time.perf_counter() - started

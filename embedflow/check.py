@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedflow.database import table_state
+from embedflow.paths import INDEX_SUFFIX, LOADED_SUFFIX
 from embedflow.provenance import provenance_path
 from embedflow.tables import REGISTRY_TABLE
-
-LOADED_SUFFIX = ".loaded.json"
-INDEX_SUFFIX = ".index.json"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The chunks file: reading, validating and selecting chunks (DESIGN.md, "chunks.json").
+"""The chunks file: reading, validating and selecting chunks (docs/design.md, "The chunks file").
 
 A chunks file is a JSON array of objects (``.json``) or one object per line
 (``.jsonl`` / ``.ndjson``). ``validate_chunks`` reads it once, before any

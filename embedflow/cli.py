@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from embedflow.errors import UserError
+from embedflow.paths import MARKERS
 
 log = logging.getLogger("embedflow")
 
@@ -127,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
     search.set_defaults(run=cmd_search)
 
     check = commands.add_parser("check", help="compare the db markers with the live database")
-    check.add_argument("--markers", default="results/db", help="folder of the markers")
+    check.add_argument("--markers", default=MARKERS, help="folder of the markers")
     check.add_argument("--invalidate", action="store_true", help="remove drifted markers so the next run rebuilds them")
     check.set_defaults(run=cmd_check)
 

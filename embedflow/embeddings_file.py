@@ -1,4 +1,4 @@
-"""The embeddings Parquet file (DESIGN.md, "embeddings_<model>_<precision>.parquet").
+"""The embeddings Parquet file (docs/design.md, "The embeddings Parquet file").
 
 One row per chunk in input order: ``id`` (string), ``embedding``
 (``fixed_size_list<float32|float16|int8|uint8, width>``) and ``text_sha256``.

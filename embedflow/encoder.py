@@ -1,15 +1,14 @@
 """Models: where they come from, which device and compute precision they run at,
 and the encoder that turns texts into float32 vectors.
 
-The only module that imports torch and sentence-transformers, and only inside
-functions, so that planning a run (``snakemake -n``) never loads them.
+torch and sentence-transformers are imported only inside functions (here and in
+``train_head``), so that planning a run (``snakemake -n``) never loads them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,12 +181,6 @@ class Encoder:
         vectors = l2_normalize(vectors) if self.normalize else vectors
         return vectors if self.projection is None else self.projection.apply(vectors)
 
-    def encode_stream(
-        self, text_batches: Iterable[list[str]], prompt: str | None, batch_size: int
-    ) -> Iterator[np.ndarray]:
-        for texts in text_batches:
-            yield self.encode(texts, prompt, batch_size)
-
     def _count_truncated(self, texts: list[str], prompt: str) -> None:
         tokenizer = getattr(self.model, "tokenizer", None)
         if tokenizer is None or not self.max_seq_length:
@@ -219,7 +212,7 @@ def _token_lengths(tokenizer, texts: list[str], prompt: str) -> list[int]:
     return lengths
 
 
-def _weights_sha256(folder: Path) -> dict[str, str]:
+def weights_sha256(folder: Path) -> dict[str, str]:
     return {
         str(path.relative_to(folder)): sha256_file(path)
         for path in sorted(folder.rglob("*"))
@@ -246,7 +239,7 @@ def _identity(spec: dict, source: ModelSource, adapter_applied: bool) -> dict:
         "name_or_path": source.name_or_path,
         "revision": spec.get("revision"),
         "resolved_revision": folder.name if source.kind == "hub" and folder else None,
-        "weights_sha256": _weights_sha256(folder) if folder else None,
+        "weights_sha256": weights_sha256(folder) if folder else None,
         "adapter": None,
     }
     if spec.get("adapter"):

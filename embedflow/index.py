@@ -20,6 +20,7 @@ from embedflow.atomic import write_json
 from embedflow.database import DatabaseSettings, connect, describe_target, server_versions
 from embedflow.errors import ConfigError, UserError
 from embedflow.provenance import Timer, write_provenance
+from embedflow.schema import defaults
 from embedflow.search import SearchPlan, search
 from embedflow.snakemake_rule import params_json, run_rule
 from embedflow.tables import VectorColumn
@@ -29,20 +30,23 @@ log = logging.getLogger(__name__)
 METHODS = ("hnsw", "ivfflat", "none")
 
 
+_DEFAULTS = defaults("index")  # config/config.schema.yaml is where defaults are written
+
+
 @dataclass(frozen=True)
 class IndexSettings:
-    method: str = "hnsw"
-    metric: str = "ip"
-    m: int = 16
-    ef_construction: int = 64
-    lists: int | str = "auto"
-    halfvec_for_large: bool = True
-    binary_quantize: bool = False
-    ef_search: int = 40
-    probes: int | str = "auto"
-    rerank_candidates: int = 100
-    recall_sample: int = 100
-    seed: int = 0
+    method: str = _DEFAULTS["method"]
+    metric: str = _DEFAULTS["metric"]
+    m: int = _DEFAULTS["m"]
+    ef_construction: int = _DEFAULTS["ef_construction"]
+    lists: int | str = _DEFAULTS["lists"]
+    halfvec_for_large: bool = _DEFAULTS["halfvec_for_large"]
+    binary_quantize: bool = _DEFAULTS["binary_quantize"]
+    ef_search: int = _DEFAULTS["ef_search"]
+    probes: int | str = _DEFAULTS["probes"]
+    rerank_candidates: int = _DEFAULTS["rerank_candidates"]
+    recall_sample: int = _DEFAULTS["recall_sample"]
+    seed: int = _DEFAULTS["seed"]
 
     @classmethod
     def from_params(cls, params: dict) -> IndexSettings:
@@ -156,7 +160,7 @@ def build_index(connection, table: str, settings: IndexSettings, build: dict) ->
         log.info("index %s already has this definition; kept", index_name(table))
         build_seconds, rebuilt = None, False
     else:
-        build_seconds, rebuilt = _build(connection, table, statement, build), True
+        build_seconds, rebuilt = run_index_build(connection, table, statement, build), True
     with connection.cursor() as cursor:
         index = live_index(cursor, table)
     connection.commit()
@@ -175,7 +179,7 @@ def build_index(connection, table: str, settings: IndexSettings, build: dict) ->
     }
 
 
-def _build(connection, table: str, statement, build: dict) -> float:
+def run_index_build(connection, table: str, statement, build: dict) -> float:
     from psycopg import sql
 
     started = time.perf_counter()

@@ -93,7 +93,7 @@ def joined_rows(chunks_path: str | Path, parquet_path: str | Path, precision: st
             yield (chunk_id, record["content"], record.get("summary"), Jsonb(metadata), text_hash, to_vector(vector))
 
 
-def _count_and_dim(cursor, table: str, column: VectorColumn) -> tuple[int, int | None]:
+def count_and_dim(cursor, table: str, column: VectorColumn) -> tuple[int, int | None]:
     from psycopg import sql
 
     dim_function = "bit_length" if column.type == "bit" else "vector_dims"
@@ -139,7 +139,7 @@ def load_table(
                 sql.Identifier(staging), sql.Identifier(f"{staging}_pkey")
             )
         )
-        rows, dim = _count_and_dim(cursor, staging, column)
+        rows, dim = count_and_dim(cursor, staging, column)
         expected = row_count(parquet_path)
         if rows != expected or (rows and dim != meta.dim):
             raise UserError(f"{table}: loaded {rows} rows of {dim} dims, expected {expected} of {meta.dim}")

@@ -1,7 +1,7 @@
 """Output precisions: the one dtype map, and the casts from float32.
 
 Every output precision is derived from the float32 embeddings of one model
-pass (DESIGN.md, "Why one GPU pass per model"). ``int8`` follows
+pass (docs/design.md, "One model pass per model"). ``int8`` follows
 sentence-transformers' ``quantize_embeddings`` (per-dimension min/max ranges
 calibrated on the corpus, 256 buckets, stored as value - 128) so that queries
 quantized by sentence-transformers with the same ranges land in the same
@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from embedflow.schema import precision_names
 
 
 @dataclass(frozen=True)
@@ -30,14 +32,17 @@ class Precision:
 
 
 # Arrow has no bfloat16: bfloat16 values are stored as float32 values that are
-# exactly representable in bfloat16 (DESIGN.md).
-PRECISIONS: dict[str, Precision] = {
+# exactly representable in bfloat16 (docs/design.md).
+_DTYPES: dict[str, Precision] = {
     "float32": Precision("float32", np.dtype(np.float32), is_float=True),
     "float16": Precision("float16", np.dtype(np.float16), is_float=True),
     "bfloat16": Precision("bfloat16", np.dtype(np.float32), is_float=True),
     "int8": Precision("int8", np.dtype(np.int8), is_float=False),
     "binary": Precision("binary", np.dtype(np.uint8), is_float=False, packed=True),
 }
+# The list of precisions is written once, in the config schema (a KeyError here
+# names one the schema gained without a dtype).
+PRECISIONS: dict[str, Precision] = {name: _DTYPES[name] for name in precision_names()}
 SOURCE_PRECISION = "float32"
 DERIVED_PRECISIONS = tuple(name for name in PRECISIONS if name != SOURCE_PRECISION)
 

@@ -1,4 +1,6 @@
-"""Provenance: one JSON next to every output, ``<output>.provenance.json`` (DESIGN.md).
+"""Provenance: one JSON next to every output, ``<output>.provenance.json``.
+
+See docs/design.md, "Provenance".
 
 Every rule writes it through ``write_provenance`` so that all records have
 the same fields: rule, wildcards, the config slice, inputs and outputs with
@@ -22,8 +24,8 @@ from pathlib import Path
 from embedflow import __version__
 from embedflow.atomic import write_json
 from embedflow.hashing import sha256_file, sha256_text, sha256_tree
+from embedflow.paths import PROVENANCE
 
-SUFFIX = ".provenance.json"
 WORKFLOW_DIR = Path(__file__).resolve().parents[1]
 PACKAGES = (
     "snakemake",
@@ -45,7 +47,7 @@ _SECRET_PATTERNS = (
 
 
 def provenance_path(output: str | Path) -> Path:
-    return Path(f"{output}{SUFFIX}")
+    return Path(PROVENANCE.format(output=output))
 
 
 def redact(value):

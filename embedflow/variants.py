@@ -23,11 +23,9 @@ This module is plain Python: the Snakefile imports it while planning.
 from __future__ import annotations
 
 from embedflow.errors import ConfigError
+from embedflow.paths import HEAD_FOLDER, PCA_FILE
 
 WAYS = ("truncate_dim", "pca", "projection_head")
-# Where rule outputs of a variant live (the Snakefile's path constants use these).
-PCA_FILE = "results/reduce/{model}.pca.npz"
-HEAD_FOLDER = "results/models/{model}"
 # The keys of a variant's way that change its vectors (everything else in the block
 # is validated but never in a spec).
 PCA_KEYS = ("dim", "sample_rows", "center", "seed")
@@ -129,3 +127,8 @@ def keys_by_way(models: dict) -> dict[str | None, list[str]]:
 def reduction_of(variant: dict | None) -> dict | None:
     """What an embeddings file's metadata says about its variant (``reduction``)."""
     return None if not variant else {key: variant[key] for key in ("base", "way", "dim")}
+
+
+def variant_labels(resolved: dict) -> dict:
+    """Which model keys are variants of which base, and how (``resolve``d specs by key)."""
+    return {key: reduction_of(spec["variant"]) for key, spec in resolved.items() if spec["variant"]}

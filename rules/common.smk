@@ -1,3 +1,7 @@
+# Shared by the files in rules/: the validated config, the model table, wildcard
+# constraints, the path templates (embedflow.paths), the targets, and the params
+# functions that several rules use. Each rule's own params stay in its file.
+
 import os
 import sys
 
@@ -7,9 +11,27 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 
 from embedflow.config import canonical_json, model_output_slice, selection_slice
-from embedflow.variants import (
+from embedflow.database import DatabaseSettings, describe_target
+from embedflow.paths import (
+    EMBEDDINGS,
+    EVALUATION,
     HEAD_FOLDER,
+    INDEXED,
+    LOADED,
+    MEASURES,
     PCA_FILE,
+    PLOT,
+    PROBES,
+    QUERY_VECTORS,
+    SUMMARY,
+    VERIFY_MARKDOWN,
+    VERIFY_REPORT,
+    embeddings_path,
+    provenance_of,
+)
+from embedflow.schema import precision_names
+from embedflow.tables import COLUMN_TYPES, table_name
+from embedflow.variants import (
     check_models,
     is_variant,
     keys_by_way,
@@ -32,6 +54,18 @@ check_models(config["models"])
 # Every model key as the rules see it: a variant resolved into its base's settings.
 MODELS = {key: resolve(config["models"], key) for key in config["models"]}
 MODELS_BY_WAY = keys_by_way(config["models"])
+PRECISION_NAMES = precision_names()
+# Every precision is derived from the float32 file of one model pass.
+DERIVED_PRECISIONS = [p for p in PRECISION_NAMES if p != "float32"]
+# pgvector has no int8 type: int8 embeddings stay in Parquet (see tables.column_type).
+LOADABLE_PRECISIONS = [p for p in config["precisions"] if p in COLUMN_TYPES]
+# Index settings that change build speed, not the index (untracked, see runtime_params_of).
+INDEX_BUILD_KEYS = ("maintenance_work_mem", "max_parallel_maintenance_workers")
+
+# Validate every table name now, so that a bad template fails before any job runs.
+for _model in config["models"]:
+    for _precision in LOADABLE_PRECISIONS:
+        table_name(config["database"]["table"], _model, _precision)
 
 
 def any_of(keys):
@@ -41,24 +75,10 @@ def any_of(keys):
 
 wildcard_constraints:
     model="|".join(sorted(config["models"])),
-    precision="float32|float16|bfloat16|int8|binary",
+    precision="|".join(PRECISION_NAMES),
 
 
-EMBEDDINGS = "results/embeddings/embeddings_{model}_{precision}.parquet"
-PROVENANCE = "{output}.provenance.json"
-# Verify reports: JSON for machines, Markdown for people; the probes file is per model.
-VERIFY_REPORT = "results/verify/{model}_{precision}.json"
-VERIFY_MARKDOWN = "results/verify/{model}_{precision}.md"
-MEASURES = "results/verify/{model}_{precision}.measures.json"
-PROBES = "results/verify/{model}.probes.parquet"
-
-
-def embeddings_path(model, precision):
-    return EMBEDDINGS.format(model=model, precision=precision)
-
-
-def provenance_of(path):
-    return PROVENANCE.format(output=path)
+# --- targets --------------------------------------------------------------------
 
 
 def all_targets():
@@ -76,9 +96,18 @@ def all_targets():
     ]
 
 
+def evaluation_targets():
+    if not config["queries"]:
+        return []
+    return [f"{SUMMARY}.md"]
+
+
 def unless_configured(precision, path):
     """The float32 file every precision derives from is kept only when asked for."""
     return path if precision in config["precisions"] else temp(path)
+
+
+# --- models ---------------------------------------------------------------------
 
 
 def model_spec(wildcards):
@@ -115,6 +144,18 @@ def model_output_params(wildcards):
     return canonical_json(model_output_slice(model_spec(wildcards)))
 
 
+def query_encoder_slice(key):
+    # What changes a model's query vectors: its output settings and its query prompt.
+    spec = MODELS[key]
+    return canonical_json(
+        {**model_output_slice(spec), "query_prompt": spec["query_prompt"]}
+    )
+
+
+def query_encoder_params(wildcards):
+    return query_encoder_slice(wildcards.model)
+
+
 def selection_params(wildcards):
     return canonical_json(selection_slice(config))
 
@@ -138,63 +179,23 @@ def runtime_params_of(key):
     )
 
 
-# --- verify ---------------------------------------------------------------------
-
-from embedflow.config import measure_slice, probe_slice, verify_slice
+# --- variants -------------------------------------------------------------------
 
 
-def probe_model_params(wildcards):
-    # What changes the probe vectors: the embed slice, and the query prompt.
-    spec = model_spec(wildcards)
-    return canonical_json(
-        {**model_output_slice(spec), "query_prompt": spec["query_prompt"]}
-    )
+def variant_of(wildcards):
+    return MODELS[wildcards.model]["variant"]
 
 
-def probe_params(wildcards):
-    return canonical_json(probe_slice(config))
+def base_float32(wildcards):
+    return embeddings_path(variant_of(wildcards)["base"], "float32")
 
 
-def verify_reference(wildcards):
-    # A derived precision is measured against the float32 file it was made from.
-    # Where float32 is temp(), Snakemake keeps it until this job has run; moving
-    # a threshold later reruns only `verify`, which never reads it.
-    if wildcards.precision == "float32":
-        return []
-    return embeddings_path(wildcards.model, "float32")
+def variant_params(wildcards):
+    variant = variant_of(wildcards)
+    return canonical_json({k: v for k, v in variant.items() if k != "path"})
 
 
-def measure_params(wildcards):
-    return canonical_json(measure_slice(config))
-
-
-def verify_params(wildcards):
-    # Only the thresholds: moving one reruns the judging, not the measuring.
-    return canonical_json(
-        verify_slice(config, model_spec(wildcards), wildcards.precision)
-    )
-
-
-def measure_runtime_params(wildcards, resources):
-    # Batch size changes memory and speed, not the report: untracked (see embed_runtime_params).
-    return canonical_json({"batch_rows": config["verify"]["batch_rows"]})
-
-
-# --- database -----------------------------------------------------------------
-
-from embedflow.database import DatabaseSettings, describe_target
-from embedflow.tables import COLUMN_TYPES, table_name
-
-LOADED = "results/db/{model}_{precision}.loaded.json"
-INDEXED = "results/db/{model}_{precision}.index.json"
-# pgvector has no int8 type: int8 embeddings stay in Parquet (see tables.column_type).
-LOADABLE_PRECISIONS = [p for p in config["precisions"] if p in COLUMN_TYPES]
-INDEX_BUILD_KEYS = ("maintenance_work_mem", "max_parallel_maintenance_workers")
-
-# Validate every table name now, so that a bad template fails before any job runs.
-for _model in config["models"]:
-    for _precision in LOADABLE_PRECISIONS:
-        table_name(config["database"]["table"], _model, _precision)
+# --- database -------------------------------------------------------------------
 
 
 def table_for(wildcards):
@@ -209,99 +210,10 @@ def database_params(wildcards):
     return canonical_json(describe_target(settings))
 
 
+def index_settings():
+    """The index settings that define the index and its searches (not the build's)."""
+    return {k: v for k, v in config["index"].items() if k not in INDEX_BUILD_KEYS}
+
+
 def index_params(wildcards):
-    index = config["index"]
-    return canonical_json({k: v for k, v in index.items() if k not in INDEX_BUILD_KEYS})
-
-
-def index_build_params(wildcards, resources):
-    # Build memory and workers change speed, not the index: untracked (see embed_runtime_params).
-    return canonical_json({k: config["index"][k] for k in INDEX_BUILD_KEYS})
-
-
-# --- evaluation -----------------------------------------------------------------
-
-QUERY_VECTORS = "results/eval/{model}.queries.parquet"
-EVALUATION = "results/eval/{model}_{precision}.json"
-SUMMARY = "results/eval/summary"
-
-
-def evaluation_targets():
-    if not config["queries"]:
-        return []
-    return [f"{SUMMARY}.md"]
-
-
-def query_model_params(wildcards):
-    # What changes the query vectors: the model's output settings and its query prompt.
-    spec = model_spec(wildcards)
-    return canonical_json(
-        {**model_output_slice(spec), "query_prompt": spec["query_prompt"]}
-    )
-
-
-def evaluation_index(wildcards):
-    # Through pgvector too, when pgvector can store this precision.
-    if wildcards.precision in LOADABLE_PRECISIONS:
-        return INDEXED.format(**wildcards)
-    return []
-
-
-def evaluation_params(wildcards):
-    index = {k: v for k, v in config["index"].items() if k not in INDEX_BUILD_KEYS}
-    return canonical_json(
-        {"index": index, "rerank_candidates": config["index"]["rerank_candidates"]}
-    )
-
-
-# --- variants -------------------------------------------------------------------
-
-
-def variant_of(wildcards):
-    return MODELS[wildcards.model]["variant"]
-
-
-def base_float32(wildcards):
-    return embeddings_path(variant_of(wildcards)["base"], "float32")
-
-
-def pca_file_of(wildcards):
-    variant = variant_of(wildcards)
-    return variant["path"] if variant["way"] == "pca" else []
-
-
-def base_model_files(wildcards):
-    return model_files_of(variant_of(wildcards)["base"])
-
-
-def head_pairs(wildcards):
-    return variant_of(wildcards)["pairs"]
-
-
-def variant_params(wildcards):
-    variant = variant_of(wildcards)
-    return canonical_json({k: v for k, v in variant.items() if k != "path"})
-
-
-def head_base_params(wildcards):
-    # What changes the base's vectors, and the prompts the pairs are encoded with.
-    spec = MODELS[variant_of(wildcards)["base"]]
-    return canonical_json(
-        {**model_output_slice(spec), "query_prompt": spec["query_prompt"]}
-    )
-
-
-def head_runtime_params(wildcards, resources):
-    # The base's batch size and the device: speed, not the head (see embed_runtime_params).
-    return runtime_params_of(variant_of(wildcards)["base"])
-
-
-def variants_params(wildcards):
-    # Which model keys are variants of which base, and how: labels for the summary.
-    return canonical_json(
-        {
-            key: reduction_of(spec["variant"])
-            for key, spec in MODELS.items()
-            if spec["variant"]
-        }
-    )
+    return canonical_json(index_settings())

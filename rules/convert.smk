@@ -8,7 +8,7 @@ rule convert:
     log:
         "results/logs/convert/{model}_{precision}.log",
     wildcard_constraints:
-        precision="float16|bfloat16|int8|binary",
+        precision=any_of(DERIVED_PRECISIONS),
     conda:
         "../envs/convert.yaml"
     script:

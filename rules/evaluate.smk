@@ -1,33 +1,14 @@
-rule encode_queries:
-    # The query set, encoded once per model with its query prompt, in float32.
-    input:
-        queries=config["queries"] or [],
-        model_files=local_model_files,
-    output:
-        queries=QUERY_VECTORS,
-        provenance=provenance_of(QUERY_VECTORS),
-    log:
-        "results/logs/encode_queries/{model}.log",
-    conda:
-        "../envs/embed.yaml"
-    threads: config["embed"]["threads"]
-    resources:
-        gpu=1,
-    params:
-        model=query_model_params,
-        runtime=embed_runtime_params,
-    script:
-        "../scripts/encode_queries.py"
-
-
 rule evaluate:
     # Quality, size and speed of one model × precision: exactly, and through the index.
     input:
         parquet=embeddings_path("{model}", "{precision}"),
-        report=ancient(VERIFY_REPORT),
+        report=ancient(rules.verify.output.report),
         queries=config["queries"] or [],
-        query_vectors=QUERY_VECTORS,
-        index=evaluation_index,
+        query_vectors=rules.encode_queries.output.queries,
+        # Through pgvector too, when pgvector can store this precision.
+        index=lambda w: (
+            INDEXED.format(**w) if w.precision in LOADABLE_PRECISIONS else []
+        ),
     output:
         report=EVALUATION,
         provenance=provenance_of(EVALUATION),
@@ -36,47 +17,13 @@ rule evaluate:
     conda:
         "../envs/evaluate.yaml"
     params:
-        evaluation=evaluation_params,
+        evaluation=canonical_json(
+            {
+                "index": index_settings(),
+                "rerank_candidates": config["index"]["rerank_candidates"],
+            }
+        ),
         table=table_for,
         database=database_params,
     script:
         "../scripts/evaluate.py"
-
-
-rule eval_summary:
-    # One table and three plots across every model × precision.
-    input:
-        reports=expand(
-            EVALUATION, model=sorted(config["models"]), precision=config["precisions"]
-        ),
-    output:
-        markdown=report(
-            f"{SUMMARY}.md",
-            caption="../report/eval_summary.rst",
-            category="Evaluation",
-        ),
-        csv=f"{SUMMARY}.csv",
-        quality_vs_bytes=report(
-            "results/eval/quality_vs_bytes.png",
-            caption="../report/quality_vs_bytes.rst",
-            category="Evaluation",
-        ),
-        quality_vs_latency=report(
-            "results/eval/quality_vs_latency.png",
-            caption="../report/quality_vs_latency.rst",
-            category="Evaluation",
-        ),
-        quality_vs_dim=report(
-            "results/eval/quality_vs_dim.png",
-            caption="../report/quality_vs_dim.rst",
-            category="Evaluation",
-        ),
-        provenance=provenance_of(f"{SUMMARY}.md"),
-    log:
-        "results/logs/eval_summary.log",
-    conda:
-        "../envs/evaluate.yaml"
-    params:
-        variants=variants_params,
-    script:
-        "../scripts/eval_summary.py"

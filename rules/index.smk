@@ -1,7 +1,7 @@
 rule index:
     # Builds the ANN index after the load; a changed setting rebuilds the index only.
     input:
-        loaded=LOADED,
+        loaded=rules.load.output.marker,
     output:
         marker=INDEXED,
         provenance=provenance_of(INDEXED),
@@ -13,6 +13,10 @@ rule index:
         table=table_for,
         database=database_params,
         index=index_params,
-        build=index_build_params,
+        # Build memory and workers change speed, not the index: untracked (see
+        # embed_runtime_params in common.smk).
+        build=lambda w, resources: canonical_json(
+            {k: config["index"][k] for k in INDEX_BUILD_KEYS}
+        ),
     script:
         "../scripts/index.py"

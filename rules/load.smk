@@ -5,7 +5,7 @@ rule load:
     input:
         parquet=embeddings_path("{model}", "{precision}"),
         chunks=config["chunks"],
-        report=ancient(VERIFY_REPORT),
+        report=ancient(rules.verify.output.report),
     output:
         marker=LOADED,
         provenance=provenance_of(LOADED),

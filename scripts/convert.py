@@ -4,6 +4,6 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the workflow's own package
 
-from embedflow import convert
+from embedflow.convert import run
 
-convert.run(snakemake)
+run(snakemake)

@@ -4,6 +4,6 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the workflow's own package
 
-from embedflow import embed
+from embedflow.embed import run
 
-embed.run(snakemake)
+run(snakemake)

@@ -1,9 +1,9 @@
-"""Rule `encode_queries` (rules/evaluate.smk): the logic is in embedflow.encode_queries."""
+"""Rule `encode_queries` (rules/encode_queries.smk): the logic is in embedflow.encode_queries."""
 
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the workflow's own package
 
-from embedflow import encode_queries
+from embedflow.encode_queries import run
 
-encode_queries.run(snakemake)
+run(snakemake)

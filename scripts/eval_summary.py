@@ -1,9 +1,9 @@
-"""Rule `eval_summary` (rules/evaluate.smk): the logic is in embedflow.summary."""
+"""Rule `eval_summary` (rules/eval_summary.smk): the logic is in embedflow.eval_summary."""
 
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the workflow's own package
 
-from embedflow import summary
+from embedflow.eval_summary import run
 
-summary.run(snakemake)
+run(snakemake)

@@ -4,6 +4,6 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the workflow's own package
 
-from embedflow import load
+from embedflow.load import run
 
-load.run(snakemake)
+run(snakemake)

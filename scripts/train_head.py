@@ -1,9 +1,9 @@
-"""Rule `train_head` (rules/variants.smk): the logic is in embedflow.train_head."""
+"""Rule `train_head` (rules/train_head.smk): the logic is in embedflow.train_head."""
 
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the workflow's own package
 
-from embedflow import train_head
+from embedflow.train_head import run
 
-train_head.run(snakemake)
+run(snakemake)

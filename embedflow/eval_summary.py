@@ -1,4 +1,6 @@
-"""Rule ``eval_summary``: one table and two plots across every model × precision.
+"""Rule ``eval_summary``: one table and three plots across every model × precision.
+
+The plots show quality against bytes per vector, latency and dimension.
 
 Quality is nDCG@10 of the exact (in-memory) ranking, so that the precision's
 own loss is separated from the index's; the pgvector columns add what the

@@ -1,0 +1,49 @@
+"""Where every output lives: the one place for results/ path templates and marker names.
+
+The rules (through rules/common.smk), the command line and the markers check
+all take their paths from here, so a file moves by one edit. Templates use
+Snakemake's wildcard syntax (``{model}``, ``{precision}``) and are plain
+strings: ``template.format(model=..., precision=...)`` outside Snakemake.
+This module is plain Python: the Snakefile imports it while planning.
+"""
+
+from __future__ import annotations
+
+RESULTS = "results"
+
+# embed / project (float32), convert (the other precisions)
+EMBEDDINGS = f"{RESULTS}/embeddings/embeddings_{{model}}_{{precision}}.parquet"
+# Every output has a sibling provenance record.
+PROVENANCE_SUFFIX = ".provenance.json"
+PROVENANCE = "{output}" + PROVENANCE_SUFFIX
+
+# variants
+PCA_FILE = f"{RESULTS}/reduce/{{model}}.pca.npz"
+HEAD_FOLDER = f"{RESULTS}/models/{{model}}"
+
+# verify: probes per model; measures, then the reports (JSON for machines, Markdown for people)
+PROBES = f"{RESULTS}/verify/{{model}}.probes.parquet"
+MEASURES = f"{RESULTS}/verify/{{model}}_{{precision}}.measures.json"
+VERIFY_REPORT = f"{RESULTS}/verify/{{model}}_{{precision}}.json"
+VERIFY_MARKDOWN = f"{RESULTS}/verify/{{model}}_{{precision}}.md"
+
+# database markers: what load and index built, checked by `embedflow check`
+MARKERS = f"{RESULTS}/db"
+LOADED_SUFFIX = ".loaded.json"
+INDEX_SUFFIX = ".index.json"
+LOADED = f"{MARKERS}/{{model}}_{{precision}}{LOADED_SUFFIX}"
+INDEXED = f"{MARKERS}/{{model}}_{{precision}}{INDEX_SUFFIX}"
+
+# evaluation
+QUERY_VECTORS = f"{RESULTS}/eval/{{model}}.queries.parquet"
+EVALUATION = f"{RESULTS}/eval/{{model}}_{{precision}}.json"
+SUMMARY = f"{RESULTS}/eval/summary"  # .md and .csv
+PLOT = f"{RESULTS}/eval/{{name}}.png"  # quality_vs_bytes | quality_vs_latency | quality_vs_dim
+
+
+def embeddings_path(model: str, precision: str) -> str:
+    return EMBEDDINGS.format(model=model, precision=precision)
+
+
+def provenance_of(path) -> str:
+    return PROVENANCE.format(output=path)

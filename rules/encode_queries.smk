@@ -1,0 +1,20 @@
+rule encode_queries:
+    # The query set, encoded once per model with its query prompt, in float32.
+    input:
+        queries=config["queries"] or [],
+        model_files=local_model_files,
+    output:
+        queries=QUERY_VECTORS,
+        provenance=provenance_of(QUERY_VECTORS),
+    log:
+        "results/logs/encode_queries/{model}.log",
+    conda:
+        "../envs/embed.yaml"
+    threads: config["embed"]["threads"]
+    resources:
+        gpu=1,
+    params:
+        model=query_encoder_params,
+        runtime=embed_runtime_params,
+    script:
+        "../scripts/encode_queries.py"

@@ -1,0 +1,26 @@
+from embedflow.config import probe_slice
+
+
+rule probe:
+    # The model work verify needs, once per model: probe queries, a few chunks
+    # encoded again, and with an adapter the same texts with it disabled.
+    input:
+        parquet=embeddings_path("{model}", "float32"),
+        chunks=config["chunks"],
+        model_files=local_model_files,
+    output:
+        probes=PROBES,
+        provenance=provenance_of(PROBES),
+    log:
+        "results/logs/probe/{model}.log",
+    conda:
+        "../envs/probe.yaml"
+    threads: config["embed"]["threads"]
+    resources:
+        gpu=1,
+    params:
+        model=query_encoder_params,
+        probes=canonical_json(probe_slice(config)),
+        runtime=embed_runtime_params,
+    script:
+        "../scripts/probe.py"
