@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from embedflow.atomic import write_json
-from embedflow.chunks import iter_chunks
+from embedflow.chunks import TEXT_COLUMNS, iter_chunks
 from embedflow.database import DatabaseSettings, connect, describe_target, server_versions, table_state
 from embedflow.embeddings_file import iter_batches, read_metadata, row_count
 from embedflow.errors import InputError, UserError
@@ -31,7 +31,6 @@ from embedflow.tables import REGISTRY_TABLE, STAGING_SUFFIX, VectorColumn, colum
 
 log = logging.getLogger(__name__)
 
-TEXT_COLUMNS = ("id", "content", "summary")
 COPY_COLUMNS = ("id", "content", "summary", "metadata", "text_sha256", "embedding")
 
 
