@@ -12,6 +12,7 @@ configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/preflight.smk"
 include: "rules/embed.smk"
 include: "rules/fit_pca.smk"
 include: "rules/project.smk"
@@ -25,6 +26,11 @@ include: "rules/index.smk"
 include: "rules/encode_queries.smk"
 include: "rules/evaluate.smk"
 include: "rules/eval_summary.smk"
+
+
+onstart:
+    # The database this run needs, reached before its first job; never on a dry run.
+    check_this_run()
 
 
 rule all:

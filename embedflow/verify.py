@@ -47,13 +47,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedflow.chunks import CorpusSummary, find_texts, is_json_lines, iter_chunks, select_positions
+from embedflow.chunks import CorpusSummary, file_positions, find_texts, is_json_lines, iter_chunks, select_positions
 from embedflow.embeddings_file import EmbeddingsBatch, EmbeddingsMetadata, fixed_size_list_to_numpy
 from embedflow.errors import ConfigError, InputError, UserError
 from embedflow.hashing import sha256_file, sha256_text
 from embedflow.precision import SOURCE_PRECISION, get_precision, to_float32, unpack_binary
 from embedflow.probes_file import Probes, read_probes
 from embedflow.provenance import Timer, write_provenance
+from embedflow.rejected import rejected_positions
+from embedflow.text_files import bom_length
 from embedflow.snakemake_rule import params_json, run_rule
 
 log = logging.getLogger(__name__)
@@ -262,12 +264,13 @@ class _Fingerprints:
     texts: np.ndarray
 
 
-def _chunks(path, text_field: str, positions=None) -> Iterator:
-    """The chunks, as embed read them. A file that no longer reads as a corpus (edited after
-    embedding) stops verify with a message, as it would stop embed."""
+def _chunks(path, text_field: str, positions=None, skip=()) -> Iterator:
+    """The chunks, as embed read them (``skip``: those rule preflight rejected). A file that no
+    longer reads as a corpus (edited after embedding) stops verify with a message, as it would
+    stop embed."""
     number = 0
     try:
-        for number, chunk in enumerate(iter_chunks(path, text_field, positions), start=1):
+        for number, chunk in enumerate(iter_chunks(path, text_field, positions, skip), start=1):
             if not isinstance(chunk.text, str):
                 raise InputError(f"{path}: chunk #{number} (id {chunk.id!r}): '{text_field}' is not a string; "
                                  "the file changed after embedding; run embed (it validates the file)")
@@ -277,11 +280,11 @@ def _chunks(path, text_field: str, positions=None) -> Iterator:
                          "after embedding; run embed (it validates the file)") from None
 
 
-def chunk_fingerprints(path, text_field: str, positions, block: int = 65536) -> _Fingerprints:
+def chunk_fingerprints(path, text_field: str, positions, block: int = 65536, skip=()) -> _Fingerprints:
     """Fingerprints of the selected chunks, kept as arrays a block at a time (no list of strings)."""
     ids, texts = [], []
     id_blocks, text_blocks = [], []
-    for chunk in _chunks(path, text_field, positions):
+    for chunk in _chunks(path, text_field, positions, skip):
         ids.append(chunk.id)
         texts.append(sha256_text(chunk.text))
         if len(ids) == block:
@@ -463,11 +466,11 @@ def fingerprint_names(parquet_path, fingerprints: set[int], batch_rows: int = 65
     return found
 
 
-def chunk_names(chunks_path, text_field: str, positions, fingerprints: set[int]) -> dict[int, str]:
+def chunk_names(chunks_path, text_field: str, positions, fingerprints: set[int], skip=()) -> dict[int, str]:
     found: dict[int, str] = {}
     if not fingerprints:
         return found
-    for chunk in iter_chunks(chunks_path, text_field, positions):
+    for chunk in iter_chunks(chunks_path, text_field, positions, skip):
         fp = int(id_fingerprints([chunk.id])[0])
         if fp in fingerprints:
             found.setdefault(fp, chunk.id)
@@ -502,8 +505,10 @@ def measure_embeddings(
     probes: str | Path,
     settings: VerifySettings,
     reference: str | Path | None = None,
+    rejected: str | Path | None = None,
 ) -> Report:
-    """Every measurement on one embeddings file; see the module docstring."""
+    """Every measurement on one embeddings file; see the module docstring. ``rejected``: rule
+    preflight's list of the chunks left out (on_bad_chunk: skip), which embed skipped too."""
     started = time.perf_counter()
     report = Report(settings.model_key, settings.precision, str(parquet_path))
     add = report.checks.append
@@ -522,17 +527,19 @@ def measure_embeddings(
     # Read as a stream (not validate_chunks, which keeps every id in a dict): the sha256
     # check below tells whether this is the file that embed validated.
     text_field = settings.selection["text_field"]
+    left_out = rejected_positions(rejected)
     positions = None
     count = None
     if settings.selection.get("max_chunks") is not None:  # test mode: which chunks embed took
-        count = sum(1 for _ in _chunks(chunks, text_field))
+        count = sum(1 for _ in _chunks(chunks, text_field, skip=left_out))
         positions = select_positions(
             count,
             settings.selection["max_chunks"],
             settings.selection.get("sample", "head"),
             settings.selection.get("seed", 0),
+            left_out,
         )
-    expected = chunk_fingerprints(chunks, text_field, positions)
+    expected = chunk_fingerprints(chunks, text_field, positions, skip=left_out)
     corpus = CorpusSummary(str(chunks), count if count is not None else len(expected.ids), sha256_file(chunks))
 
     # -- the file: opens, provenance, metadata, layout ---------------------------
@@ -596,7 +603,7 @@ def measure_embeddings(
             np.concatenate(acc.id_fp) if acc.id_fp else np.zeros(0, np.uint64),
             np.concatenate(acc.text_fp) if acc.text_fp else np.zeros(0, np.uint64),
         )
-        _id_checks(report, parquet_path, chunks, text_field, positions, file_fp, expected, embed_record)
+        _id_checks(report, parquet_path, chunks, text_field, positions, file_fp, expected, embed_record, left_out)
         _finish_chunk_checks(report, corpus, embed_record, meta)
         add(_text_hash_check(parquet_path, file_fp, expected))
 
@@ -619,10 +626,12 @@ def measure_embeddings(
                 _neighbour_checks(report, neighbours, derived, ids_match_reference)
                 in_order = np.array_equal(file_fp.ids, expected.ids)
                 chunk_positions = None
-                if in_order:
-                    chunk_positions = (lambda row: row) if positions is None else (lambda row: positions[row])
+                if in_order and positions is not None:
+                    chunk_positions = lambda row: positions[row]  # noqa: E731
+                elif in_order:
+                    chunk_positions = lambda row: file_positions([row], left_out)[0] if left_out else row  # noqa: E731
                 report.spot_check = _spot_check(
-                    parquet_path, chunks, text_field, probe, neighbours, settings, chunk_positions
+                    parquet_path, chunks, text_field, probe, neighbours, settings, chunk_positions, left_out
                 )
 
     seconds = time.perf_counter() - started
@@ -633,6 +642,7 @@ def measure_embeddings(
         "bytes": file_bytes,
         "sha256": file_sha256,
         "chunks_selected": len(expected.ids),
+        "chunks_rejected": len(left_out),
         "sample_rows": sample_rows,
         "seconds": round(seconds, 3),
         "rows_per_second": round(rows / seconds, 1) if seconds > 0 else None,
@@ -852,7 +862,8 @@ def _list_type(value_type: pa.DataType) -> str:
     return str(value_type)
 
 
-def _id_checks(report, parquet_path, chunks, text_field, positions, found: _Fingerprints, expected, embed_record):
+def _id_checks(report, parquet_path, chunks, text_field, positions, found: _Fingerprints, expected, embed_record,
+               skip=()):
     add = report.checks.append
     rows, wanted = len(found.ids), len(expected.ids)
     embedded = embed_record.get("corpus", {}).get("embedded")
@@ -872,7 +883,7 @@ def _id_checks(report, parquet_path, chunks, text_field, positions, found: _Fing
     extra = np.setdiff1d(found.ids, expected.ids)
     findings = []
     if len(missing):
-        names = chunk_names(chunks, text_field, positions, {int(x) for x in missing[:EXAMPLES]})
+        names = chunk_names(chunks, text_field, positions, {int(x) for x in missing[:EXAMPLES]}, skip)
         findings.append(f"{len(missing)} chunk id(s) missing from the file: " + ", ".join(map(repr, names.values())))
     if len(extra):
         names = fingerprint_names(parquet_path, {int(x) for x in extra[:EXAMPLES]})
@@ -1115,19 +1126,21 @@ def texts_at_positions(path, text_field: str, positions) -> dict[int, str]:
         return {chunk.position: chunk.text for chunk in iter_chunks(path, text_field, wanted)}
     position, last = 0, max(wanted)
     with open(path, "rb") as handle:
+        handle.seek(bom_length(path))
         for raw in handle:
-            line = raw.decode("utf-8")
-            if not line.strip():
+            # Blank as chunks.iter_chunks counts it; a line that is not UTF-8 (rejected) is not.
+            if not raw.decode("utf-8", errors="replace").strip():
                 continue
             if position in wanted:
-                found[position] = json.loads(line)[text_field]
+                found[position] = json.loads(raw.decode("utf-8"))[text_field]
             position += 1
             if position > last:
                 break
     return found
 
 
-def _spot_check(parquet_path, chunks, text_field, probe: Probes, n: _Neighbours, settings, chunk_positions) -> dict:
+def _spot_check(parquet_path, chunks, text_field, probe: Probes, n: _Neighbours, settings, chunk_positions,
+                skip=()) -> dict:
     scores, index = n.queries_own.ranked()
     reference_hits = None
     if n.queries_reference is not None:
@@ -1137,7 +1150,7 @@ def _spot_check(parquet_path, chunks, text_field, probe: Probes, n: _Neighbours,
         at = texts_at_positions(chunks, text_field, [chunk_positions(int(row)) for row in ids])
         texts = {ids[row]: at.get(chunk_positions(int(row)), "") for row in ids}
     else:
-        texts = find_texts(chunks, text_field, set(ids.values()))
+        texts = find_texts(chunks, text_field, set(ids.values()), skip)
     queries = [text for text, kind in zip(probe.texts, probe.kinds) if kind == "query"]
     result = []
     for q, query in enumerate(queries[: len(scores)]):
@@ -1251,7 +1264,9 @@ def render_markdown(report: Report) -> str:
         f"{report.precision}; {len(report.failing())} failing, "
         f"{sum(c.status == WARN for c in report.checks)} warning, "
         f"{sum(c.status == PASS for c in report.checks)} passing checks; "
-        f"verified in {summary.get('seconds', '?')} s.",
+        f"verified in {summary.get('seconds', '?')} s."
+        + (f" {summary['chunks_rejected']} chunk(s) of the chunks file were rejected (on_bad_chunk: skip) "
+           "and are not in it." if summary.get("chunks_rejected") else ""),
         "",
         "## Checks",
         "",
@@ -1316,6 +1331,7 @@ def measure_main(snakemake) -> None:
         probes=snakemake.input.probes,
         settings=settings,
         reference=snakemake.input.get("reference") or None,
+        rejected=snakemake.input.rejected,
     )
     timer.stop()
     for check in report.checks:

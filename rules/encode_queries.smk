@@ -2,6 +2,8 @@ rule encode_queries:
     # The query set, encoded once per model with its query prompt, in float32.
     input:
         queries=config["queries"] or [],
+        # Rule preflight read the query set first (ancient: see rules/preflight.smk).
+        preflight=ancient(PREFLIGHT),
         model_files=local_model_files,
     output:
         queries=QUERY_VECTORS,
