@@ -210,7 +210,7 @@ def variant_params(wildcards):
 
 
 def preflight_plan():
-    """What rule preflight's disk estimate reads from the config (untracked: an estimate)."""
+    """What the disk estimate of the preflight rule reads from the config (untracked, an estimate)."""
     made = ["float32"] + [p for p in config["precisions"] if p != "float32"]
     models = {
         key: {

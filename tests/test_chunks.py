@@ -89,11 +89,11 @@ def test_workflow_stops_before_the_model_and_writes_nothing(workflow, name):
     workflow.update_config(chunks=f"data/{path.name}", text_field=text_field)
     done = workflow.snakemake(check=False)
     assert done.returncode != 0
-    log = workflow.path("results/logs/embed/minilm.log").read_text()
+    log = workflow.path("results/logs/preflight.log").read_text()  # validated before any model job
     for word in words:
         assert word in log, (word, log)
-    assert "Traceback" not in log
-    assert "loading" not in log  # the model was never loaded
+    assert "Traceback" not in log and "Traceback" not in done.stdout + done.stderr
+    assert not workflow.path("results/logs/embed").exists()  # no model job started
     assert not list(workflow.path("results/embeddings").glob("*"))  # not even a temporary file
 
 
