@@ -46,8 +46,6 @@ DISTRIBUTIONS = {
 # Imported directly but brought by a pinned dependency (distribution -> the pyproject.toml
 # dependency that requires it); its version is still locked by constraints.txt.
 PROVIDED_BY = {"huggingface-hub": "transformers", "scikit-learn": "sentence-transformers"}
-# A rule's script runs under the Snakemake that started it, whose package it can import.
-PROVIDED_TO_RULES = {"snakemake"}
 REQUIREMENT = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]*)(?:\[[^]]*\])?(==?)(\S+)")
 
 
@@ -251,7 +249,7 @@ def test_env_holds_every_package_its_rule_imports(rule, env_path):
         re.S | re.M,
     )
     assert scripts, rule
-    needed = imported_packages(REPO / scripts[0]) - PROVIDED_TO_RULES
+    needed = imported_packages(REPO / scripts[0])
     available = set(env_pins(yaml.safe_load((REPO / env_path).read_text())))
     missing = {name for name in needed - available if PROVIDED_BY.get(name) not in available}
     assert not missing, f"{env_path} lacks {sorted(missing)} that rule {rule} imports"
