@@ -174,9 +174,8 @@ def test_every_rule_but_all_has_a_conda_env():
 
 def test_constraints_pin_every_pyproject_distribution_at_its_version():
     locked = locked_pins()
-    disagree = {
-        name: (version, locked.get(name)) for name, version in pinned_requirements().items() if locked.get(name) != version
-    }
+    required = pinned_requirements()
+    disagree = {name: (version, locked.get(name)) for name, version in required.items() if locked.get(name) != version}
     assert not disagree, f"pyproject.toml vs constraints.txt (run python3.11 tools/lock.py): {disagree}"
 
 
