@@ -118,6 +118,15 @@ def bundled_model_path() -> str:
 
 
 @pytest.fixture(scope="session")
+def torch_device() -> str:
+    """The device ``embed.device: auto`` picks here: what torch sees, so that assertions on
+    devices hold on a CUDA machine too (where they exercise the CUDA path)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, bundled_model_path) -> Path:
     """A randomly initialised 2-layer BERT with the bundled model's tokenizer, as a
     sentence-transformers folder: fast, and enough when only the code path matters."""
