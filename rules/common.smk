@@ -183,7 +183,7 @@ def measure_runtime_params(wildcards, resources):
 # --- database -----------------------------------------------------------------
 
 from embedflow.database import DatabaseSettings, describe_target
-from embedflow.tables import COLUMN_TYPES, table_name
+from embedflow.tables import COLUMN_TYPES, column_type, table_name
 
 LOADED = "results/db/{model}_{precision}.loaded.json"
 INDEXED = "results/db/{model}_{precision}.index.json"
@@ -198,6 +198,8 @@ for _model in config["models"]:
 
 
 def table_for(wildcards):
+    # int8 has no pgvector type: fail while planning, before any job runs
+    column_type(wildcards.precision)
     return table_name(config["database"]["table"], wildcards.model, wildcards.precision)
 
 
