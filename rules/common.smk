@@ -32,7 +32,7 @@ from embedflow.paths import (
     rejected_path,
 )
 from embedflow.schema import precision_names
-from embedflow.tables import COLUMN_TYPES, check_table_names, table_name
+from embedflow.tables import COLUMN_TYPES, check_table_names, column_type, table_name
 from embedflow.variants import (
     check_models,
     is_variant,
@@ -258,6 +258,8 @@ def check_this_run():
 
 
 def table_for(wildcards):
+    # int8 has no pgvector type: fail while planning, before any job runs.
+    column_type(wildcards.precision)
     return table_name(config["database"]["table"], wildcards.model, wildcards.precision)
 
 
