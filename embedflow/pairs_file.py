@@ -1,5 +1,6 @@
 """The pairs file of a projection head: JSON Lines of ``{query, positive_id}`` (the passage
-is that chunk's text) or ``{query, positive}``. Plain Python: rule preflight reads it too."""
+is that chunk's text) or ``{query, positive}``. Plain Python: the run's start checks it too
+(``embedflow.onstart``)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,8 @@ class Pairs:
     keys: list[str]  # what identifies a passage (its chunk id, or its text)
 
 
-def read_pairs(pairs_path: str | Path, chunks_path: str | Path, text_field: str, skip: Collection[int] = ()) -> Pairs:
-    """{"query", "positive_id"} lines (passage = that chunk's text) or {"query", "positive"}.
-    ``skip``: positions of chunks rejected by on_bad_chunk: skip, which no pair can name."""
+def parse_pairs(pairs_path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, pair) of each line; the checks that need no chunks file."""
     rows = []
     for number, line in read_lines(pairs_path):
         if not line.strip():
@@ -44,6 +44,13 @@ def read_pairs(pairs_path: str | Path, chunks_path: str | Path, text_field: str,
         rows.append((number, row))
     if len(rows) < 2:
         raise InputError(f"{pairs_path}: {len(rows)} pair(s); training with in-batch negatives needs at least 2")
+    return rows
+
+
+def read_pairs(pairs_path: str | Path, chunks_path: str | Path, text_field: str, skip: Collection[int] = ()) -> Pairs:
+    """{"query", "positive_id"} lines (passage = that chunk's text) or {"query", "positive"}.
+    ``skip``: positions of chunks rejected by on_bad_chunk: skip, which no pair can name."""
+    rows = parse_pairs(pairs_path)
     wanted = {str(row["positive_id"]) for _, row in rows if row.get("positive_id") is not None}
     texts = find_texts(chunks_path, text_field, wanted, skip)
     queries, passages, keys = [], [], []

@@ -1,4 +1,4 @@
-"""Rule ``preflight``: the inputs, checked once before the first model job.
+"""Rule ``preflight``: the corpus, checked once before the first model job.
 
 Every model job (embed, train_head, encode_queries, probe) waits for it:
 
@@ -6,19 +6,15 @@ Every model job (embed, train_head, encode_queries, probe) waits for it:
   at the first bad chunk; ``skip`` writes every bad chunk to
   ``results/rejected/<corpus>.jsonl`` (``embedflow.rejected``), which the
   later rules skip and count;
-* the query set, each projection head's pairs file (its ``positive_id`` among
-  the accepted chunks) and each adapter's ``adapter_config.json`` parse;
 * the disk: the outputs still to make, estimated, against the free space of
   the file systems they go to (``estimate_outputs``).
 
-It writes ``results/preflight.json`` with what it found. Its outputs are
-``ancient()`` inputs of the rules after it: it orders them, and rerunning it
-(a new policy, a new pairs file) reruns nothing else unless what it decides
-changes, which only a changed chunks file or text field can do, and those
-rerun embed anyway. The run's environment (the DSN variable, the server,
-pgvector) is checked by ``embedflow.onstart`` instead, at every run that has
-database jobs to do: a job cached since yesterday would say nothing of today's
-server.
+It writes ``results/preflight.json`` with what it found. It reruns when the
+chunks file or the text field changes, which rerun every rule that reads the
+corpus anyway. What is cheap to check at every run is checked when the run
+starts instead (``embedflow.onstart``): the query set, the pairs files and
+the adapters that its jobs will read, the database it will reach, and that
+the policy of the run agrees with what this rule rejected.
 """
 
 from __future__ import annotations
@@ -33,11 +29,9 @@ from pathlib import Path
 from embedflow.atomic import write_json
 from embedflow.bundled import BUNDLED_PREFIX, bundled_folder
 from embedflow.chunks import validate_chunks
-from embedflow.errors import InputError, UserError
-from embedflow.pairs_file import read_pairs
+from embedflow.errors import UserError
 from embedflow.precision import get_precision
 from embedflow.provenance import Timer, write_provenance
-from embedflow.query_set import read_queries
 from embedflow.rejected import write_rejected
 from embedflow.snakemake_rule import params_json, run_rule
 from embedflow.tables import column_type
@@ -179,37 +173,6 @@ def check_disk(needed: dict[str, dict], assumed: list[str]) -> list[dict]:
     return report
 
 
-def check_adapter(folder: str) -> None:
-    config = Path(folder) / "adapter_config.json"
-    if not config.is_file():
-        raise InputError(f"{folder}: not a PEFT adapter folder (it has no adapter_config.json)")
-    try:
-        parsed = json.loads(config.read_text(encoding="utf-8-sig"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InputError(f"{config}: not valid JSON ({error})") from None
-    if not isinstance(parsed, dict):
-        raise InputError(f"{config}: expected a JSON object, got {type(parsed).__name__}")
-
-
-def _paths(named) -> list[str]:
-    """A named input as a list (Snakemake gives one file as a string)."""
-    return [str(named)] if isinstance(named, str) else [str(path) for path in named]
-
-
-def check_files(snakemake, chunks: str, text_field: str, skip: frozenset[int], adapters: list[str]) -> dict:
-    files = {}
-    for path in _paths(snakemake.input.queries):
-        files[path] = f"{len(read_queries(path)[0])} queries"
-    for path in _paths(snakemake.input.pairs):
-        files[path] = f"{len(read_pairs(path, chunks, text_field, skip).queries)} pairs"
-    for folder in adapters:
-        check_adapter(folder)
-        files[folder] = "a PEFT adapter"
-    for path, what in files.items():
-        log.info("%s: %s", path, what)
-    return files
-
-
 def check_planned_disk(plan_params: dict, accepted: int, rejected: int, chunks: str) -> tuple[list, dict]:
     models = {key: {**facts, "dim": model_dim(facts)} for key, facts in plan_params["outputs"]["models"].items()}
     plan = PlannedOutputs(**{**plan_params["outputs"], "models": models})
@@ -227,25 +190,21 @@ def check_planned_disk(plan_params: dict, accepted: int, rejected: int, chunks: 
 
 def main(snakemake) -> None:
     timer = Timer()
-    corpus = params_json(snakemake, "corpus")
+    text_field, policy = snakemake.params.text_field, snakemake.params.on_bad_chunk
     chunks = snakemake.input.chunks
-    summary = validate_chunks(chunks, corpus["text_field"], corpus["on_bad_chunk"])
+    summary = validate_chunks(chunks, text_field, policy)
     for record in summary.rejected:
         log.warning("rejected %s: chunk #%d (id %s): %s", chunks, record["position"] + 1,
                     "unknown" if record["id"] is None else repr(record["id"]), record["reason"])
     write_rejected(snakemake.output.rejected, summary.rejected)
     log.info("%s: %d chunks accepted, %d rejected (%s)", chunks, summary.count, len(summary.rejected),
              snakemake.output.rejected)
-    skip = frozenset(record["position"] for record in summary.rejected)
-    adapters = params_json(snakemake, "adapters")
-    files = check_files(snakemake, chunks, corpus["text_field"], skip, adapters)
     plan = params_json(snakemake, "plan")
     disk, assumed = check_planned_disk(plan, summary.count, len(summary.rejected), chunks)
     facts = {
-        "corpus": {"path": chunks, "sha256": summary.sha256, "accepted": summary.count,
+        "corpus": {"path": chunks, "sha256": summary.sha256, "text_field": text_field, "accepted": summary.count,
                    "rejected": len(summary.rejected), "rejected_file": snakemake.output.rejected,
-                   "on_bad_chunk": corpus["on_bad_chunk"]},
-        "files": files,
+                   "on_bad_chunk": policy},
         "disk": disk,
         "dims_assumed": assumed,
     }
@@ -256,7 +215,8 @@ def main(snakemake) -> None:
             output,
             rule=snakemake.rule,
             wildcards={},
-            config={"corpus": corpus, "adapters": adapters, "plan (does not change the output)": plan},
+            config={"text_field": text_field,
+                    "untracked (see rules/preflight.smk)": {"on_bad_chunk": policy, "plan": plan}},
             inputs=list(snakemake.input),
             timing=timer.record(summary.count + len(summary.rejected), unit="chunks"),
             extra={"corpus": facts["corpus"]},

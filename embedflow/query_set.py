@@ -1,5 +1,5 @@
 """The query set for evaluation: JSONL of ``{query_id, query, relevant: [chunk ids]}``, UTF-8
-(a BOM is dropped). Plain Python: rule preflight reads it too."""
+(a BOM is dropped). Plain Python: the run's start checks it too (``embedflow.onstart``)."""
 
 from __future__ import annotations
 

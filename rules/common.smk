@@ -69,6 +69,7 @@ INDEX_BUILD_KEYS = ("maintenance_work_mem", "max_parallel_maintenance_workers")
 check_table_names(config["database"]["table"], config["models"], LOADABLE_PRECISIONS)
 # The chunks on_bad_chunk: skip leaves out (rule preflight; empty when none).
 REJECTED = rejected_path(config["chunks"])
+# What the run's start checks, when its jobs read them (check_this_run).
 PAIRS_FILES = sorted(
     {
         spec["projection_head"]["pairs"]
@@ -239,16 +240,22 @@ def preflight_plan():
 
 
 def check_this_run():
-    """onstart: the database, when this run has jobs that reach it (embedflow.onstart).
-    One line and exit 1 when it is not there, before any job starts."""
+    """onstart: what this run's jobs need and preflight does not check (embedflow.onstart).
+    One line and exit 1 when something is wrong, before any job starts."""
     from snakemake.logging import logger
 
     from embedflow.errors import UserError
-    from embedflow.onstart import check_database
+    from embedflow.onstart import check_run
 
     rules = {job.rule.name for job in workflow.dag.needrun_jobs()}
     try:
-        check_database(config, rules)
+        check_run(
+            config,
+            rules,
+            pairs=PAIRS_FILES,
+            adapters=ADAPTERS,
+            preflight_report=PREFLIGHT,
+        )
     except UserError as error:
         logger.error(f"Before any job: {error}")
         sys.exit(1)

@@ -2,8 +2,9 @@ rule encode_queries:
     # The query set, encoded once per model with its query prompt, in float32.
     input:
         queries=config["queries"] or [],
-        # Rule preflight read the query set first (ancient: see rules/preflight.smk).
-        preflight=ancient(PREFLIGHT),
+        # Only for the order: no model job starts before the corpus passed preflight
+        # (a changed chunks file re-encodes the queries too; see rules/preflight.smk).
+        preflight=PREFLIGHT,
         model_files=local_model_files,
     output:
         queries=QUERY_VECTORS,

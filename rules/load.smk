@@ -5,7 +5,7 @@ rule load:
     input:
         parquet=embeddings_path("{model}", "{precision}"),
         chunks=config["chunks"],
-        rejected=ancient(REJECTED),
+        rejected=REJECTED,
         report=ancient(rules.verify.output.report),
     output:
         marker=LOADED,

@@ -1,12 +1,12 @@
 rule preflight:
-    # The inputs, checked once on the CPU before the first model job
-    # (embedflow.preflight). The rules after it take its outputs as ancient():
-    # it orders them, and its own rerun (a new policy, pairs or queries file)
-    # reruns nothing else.
+    # The corpus, validated once on the CPU before the first model job
+    # (embedflow.preflight). Its input and tracked param are ones every rule
+    # after it that reads the corpus has too, so it reruns only when they do;
+    # encode_queries waits for it only for the order, and re-encodes when the
+    # chunks change. No ancient(): Snakemake 9 skips the own checks of an
+    # ancient input's consumers when its producer reruns.
     input:
         chunks=config["chunks"],
-        queries=config["queries"] or [],
-        pairs=PAIRS_FILES,
     output:
         report=PREFLIGHT,
         rejected=REJECTED,
@@ -17,15 +17,12 @@ rule preflight:
     conda:
         "../envs/preflight.yaml"
     params:
-        corpus=canonical_json(
-            {
-                "text_field": config["text_field"],
-                "on_bad_chunk": config["on_bad_chunk"],
-            }
-        ),
-        adapters=canonical_json(ADAPTERS),
-        # The disk estimate's view of the config: an estimate, untracked (see
-        # embed_runtime_params in common.smk).
+        text_field=config["text_field"],
+        # Untracked (see embed_runtime_params in common.smk): under fail a bad chunk
+        # made nothing, so a switch changes no output; onstart holds a run to fail
+        # when preflight rejected chunks (embedflow.onstart).
+        on_bad_chunk=lambda w, resources: config["on_bad_chunk"],
+        # The disk estimate's view of the config: an estimate, untracked.
         plan=lambda w, resources: preflight_plan(),
     script:
         "../scripts/preflight.py"

@@ -125,8 +125,11 @@ MATRIX = [
      Counter(embed=1, convert=2, probe=1, measure=3, verify=3, load=3, index=3), ["results/embeddings/*tiny_[ac]*", "results/db/*tiny_[ac]*"]),
     ("one model's document prompt", lambda w: edit(w, lambda c: c["models"]["tiny_a"].update(document_prompt="passage: ")),
      Counter(embed=1, convert=2, probe=1, measure=3, verify=3, load=3, index=3), ["results/embeddings/*tiny_[bc]*", "results/db/*tiny_[bc]*"]),
+    # Under fail a bad chunk makes nothing, so on a corpus that ran the policy changes no output.
+    ("on_bad_chunk: skip, on a clean corpus", lambda w: edit(w, lambda c: c.update(on_bad_chunk="skip")),
+     Counter(), ["results/**/*.*"]),
     ("one chunk's text", edit_chunk,
-     Counter(embed=3, convert=6, probe=3, measure=9, verify=9, load=9, index=9), []),
+     Counter(preflight=1, embed=3, convert=6, probe=3, measure=9, verify=9, load=9, index=9), []),
     ("the database connection", lambda w: edit(w, lambda c: c["database"].update(pgdata="results/pgdata2")),
      Counter(load=9, index=9), ["results/embeddings/*", "results/verify/*"]),
 ]

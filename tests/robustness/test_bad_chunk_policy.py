@@ -79,14 +79,15 @@ def test_the_table_holds_the_rest(skipping):
     assert ids == sorted(str(chunk["id"]) for chunk in GOOD)
 
 
-def test_fail_then_refuses_the_corpus_and_reruns_nothing_else(skipping):
-    before = {path: path.stat().st_mtime_ns for path in skipping.root.glob("results/embeddings/*")}
+def test_switching_to_fail_reruns_nothing_and_refuses_the_run(skipping):
+    before = {path: path.stat().st_mtime_ns for path in skipping.root.glob("results/**/*.*")}
     config = skipping.config
     config["on_bad_chunk"] = "fail"
     skipping.set_config(config)
-    assert job_counts(skipping.snakemake("--dry-run").stdout) == {"preflight": 1}
+    assert job_counts(skipping.snakemake("--dry-run").stdout) == {}  # the policy changes no output
     done = skipping.snakemake(check=False)
     console = done.stdout + done.stderr
     assert done.returncode != 0 and "Traceback" not in console
-    assert "data/chunks.jsonl, line 3: chunk #3 (id 'nul'): 'content' contains a NUL character" in console
-    assert {path: path.stat().st_mtime_ns for path in skipping.root.glob("results/embeddings/*")} == before
+    assert ("Before any job: on_bad_chunk is fail, but data/chunks.jsonl has 4 chunk(s) that preflight rejected "
+            "(listed in results/rejected/chunks.jsonl); fix them, or set on_bad_chunk: skip") in console
+    assert {path: path.stat().st_mtime_ns for path in skipping.root.glob("results/**/*.*")} == before

@@ -1,12 +1,14 @@
 """Fail fast: what can be checked before the first model job is, and stops the run there.
 
-The environment (the DSN variable, the server, pgvector) is checked when the
-run starts, only when it has database jobs (embedflow.onstart); the inputs
-(chunks, query set, pairs, adapters, disk) by rule preflight, which every model
-job waits for (embedflow.preflight). Each case: a non-zero exit, one clear
-line on the console, no traceback, and no model job started (no embeddings
-file, no embed log). Table names are checked while planning
-(robustness/test_bad_input.py::test_hostile_config_fails_at_planning).
+When the run starts, for the jobs it will run (embedflow.onstart): the DSN
+variable, the server and its pgvector (database jobs), the query set, the
+pairs files and the adapters; nothing has run then, not even preflight. Rule
+preflight, which every model job waits for, checks the corpus and the disk
+(embedflow.preflight). Each case: a non-zero exit, one clear line on the
+console, no traceback, and no model job started (no embeddings file, no embed
+log). Table names are checked while planning
+(robustness/test_bad_input.py::test_hostile_config_fails_at_planning), bad
+chunks in robustness/test_bad_input.py and test_chunks.py.
 """
 
 from __future__ import annotations
@@ -92,49 +94,33 @@ def test_the_database_is_reached_only_by_a_real_run_with_database_jobs(workflow)
     assert json.loads(workflow.path("results/preflight.json").read_text())["corpus"]["accepted"] == 12
 
 
-# --- the inputs: rule preflight, before every model job -------------------------------------
+# --- the small inputs the run's jobs will read: at its start too ----------------------------
 
 
-def test_a_bad_query_set_fails_preflight(workflow):
+def test_a_bad_query_set_stops_the_run_before_any_job(workflow):
     workflow.path("data/queries.jsonl").write_text(
         '{"query_id": "q1", "query": "read a file", "relevant": ["x"]}\n{"query_id": "q2"}\n')
     workflow.update_config(queries="data/queries.jsonl")
     console = run_failing(workflow)
-    assert "data/queries.jsonl, line 2: expected {query_id, query, relevant: [ids]}" in console
-    assert_no_model_job_ran(workflow)
+    assert "Before any job: data/queries.jsonl, line 2: expected {query_id, query, relevant: [ids]}" in console
+    assert not workflow.path("results").exists()
 
 
-def test_a_bad_pairs_file_fails_preflight(workflow):
+def test_a_bad_pairs_file_stops_the_run_before_any_job(workflow):
     workflow.path("data/pairs.jsonl").write_text('{"query": "", "positive": "some text"}\n')
     config = workflow.config
     config["models"]["small"] = {"base": "minilm", "projection_head": {"dim": 8, "pairs": "data/pairs.jsonl"}}
     workflow.set_config(config)
     console = run_failing(workflow)
-    assert "data/pairs.jsonl: line 1: 'query' must be a non-empty string" in console
-    assert_no_model_job_ran(workflow)
-    assert not workflow.path("results/logs/train_head").exists()
-
-
-def test_a_positive_id_of_a_rejected_chunk_fails_preflight(workflow):
-    chunks = example_chunks(4)
-    chunks[2]["content"] = ""  # rejected under skip
-    write_chunks(workflow.path("data/chunks.json"), chunks)
-    workflow.path("data/pairs.jsonl").write_text("".join(
-        json.dumps({"query": f"query {i}", "positive_id": chunks[i]["id"]}) + "\n" for i in (0, 2)))
-    config = workflow.config
-    config["models"]["small"] = {"base": "minilm", "projection_head": {"dim": 8, "pairs": "data/pairs.jsonl"}}
-    config["on_bad_chunk"] = "skip"
-    workflow.set_config(config)
-    console = run_failing(workflow)
-    assert f"data/pairs.jsonl: line 2: positive_id '{chunks[2]['id']}' is not a chunk of data/chunks.json" in console
-    assert_no_model_job_ran(workflow)
+    assert "Before any job: data/pairs.jsonl: line 1: 'query' must be a non-empty string" in console
+    assert not workflow.path("results").exists()
 
 
 @pytest.mark.parametrize("contents, message", [
     ({"README.md": "not an adapter"}, "data/adapter: not a PEFT adapter folder (it has no adapter_config.json)"),
     ({"adapter_config.json": "{oops"}, "data/adapter/adapter_config.json: not valid JSON"),
 ])
-def test_an_adapter_that_does_not_parse_fails_preflight(workflow, contents, message):
+def test_an_adapter_that_does_not_parse_stops_the_run_before_any_job(workflow, contents, message):
     folder = workflow.path("data/adapter")
     folder.mkdir()
     for name, text in contents.items():
@@ -143,8 +129,11 @@ def test_an_adapter_that_does_not_parse_fails_preflight(workflow, contents, mess
     config["models"]["minilm"]["adapter"] = "data/adapter"
     workflow.set_config(config)
     console = run_failing(workflow)
-    assert message in console
-    assert_no_model_job_ran(workflow)
+    assert f"Before any job: {message}" in console
+    assert not workflow.path("results").exists()
+
+
+# --- the corpus and the disk: rule preflight, which every model job waits for ---------------
 
 
 def test_a_chunks_file_in_utf16_fails_preflight_with_how_to_convert(workflow):
