@@ -13,6 +13,7 @@ sys.path.insert(0, workflow.basedir)
 from embedflow.config import canonical_json, model_output_slice, selection_slice
 from embedflow.database import DatabaseSettings, describe_target
 from embedflow.paths import (
+    DECISION,
     EMBEDDINGS,
     EVALUATION,
     HEAD_FOLDER,
@@ -24,6 +25,7 @@ from embedflow.paths import (
     PROBES,
     QUERY_VECTORS,
     SUMMARY,
+    SWEEP,
     VERIFY_MARKDOWN,
     VERIFY_REPORT,
     embeddings_path,
@@ -99,7 +101,8 @@ def all_targets():
 def evaluation_targets():
     if not config["queries"]:
         return []
-    return [f"{SUMMARY}.md"]
+    # decision: needs a table pgvector can serve (int8 alone has none)
+    return [f"{SUMMARY}.md"] + ([f"{DECISION}.md"] if LOADABLE_PRECISIONS else [])
 
 
 def unless_configured(precision, path):
