@@ -61,39 +61,35 @@ def test_example_recommends_a_servable_configuration_within_the_budgets(example)
 
 
 def test_the_sql_builds_the_same_index_on_a_fresh_table(example):
-    """The recommended DDL, and every index of the float32 table (the binary re-rank form too), executed
-    on a fresh table: pg_get_indexdef equals what the sweep built; the sweep's HNSW equals rule index's."""
+    """The recommended SQL block, and that of every index of the float32 table (the binary re-rank form
+    too), pasted into a fresh schema: pg_get_indexdef equals what the sweep built, the prepared query
+    answers, and the sweep's HNSW equals the one rule index built."""
     from embedflow.database import DatabaseSettings, connect
-    from embedflow.embeddings_file import read_all
+    from embedflow.decision.candidates import serving_sql
 
-    decision = decision_of(example)
-    chosen = decision["recommendation"]
-    checks = [(chosen["table"], chosen["create_table"], chosen["create_index"], chosen["query"], chosen["definition"],
-               chosen["setting"])]
+    chosen = decision_of(example)["recommendation"]
+    blocks = [(chosen["table"], chosen["sql"], chosen["definition"])]
     float32 = sweep_of(example, "minilm_float32")
-    checks += [("minilm_float32", float32["create_table"], index["create_index"], index["query"],
-                index["definition"], index["searches"][0]["setting"]) for index in float32["indexes"]]
-    _, queries = read_all(example.path("results/eval/minilm.queries.parquet"))
-    settings = DatabaseSettings(pgdata=str(example.path("results/pgdata")))
-    with connect(settings, autocommit=True) as connection:
+    blocks += [("minilm_float32", serving_sql({**float32, **index}, index["searches"][0]["setting"], None),
+                index["definition"]) for index in float32["indexes"]]
+    with connect(DatabaseSettings(pgdata=str(example.path("results/pgdata"))), autocommit=True) as connection:
         try:
-            for table, create_table, create_index, query, definition, setting in checks:
+            for table, block, definition in blocks:
                 connection.execute("DROP SCHEMA IF EXISTS decision_check CASCADE")
                 connection.execute("CREATE SCHEMA decision_check")
                 connection.execute("SET search_path = decision_check, public")
+                create_table, *rest = [s for s in block.split(";\n") if s.strip() and not _only_comments(s)]
                 connection.execute(create_table)
-                connection.execute(f'INSERT INTO "{table}" SELECT * FROM public."{table}"')
-                connection.execute(create_index)
+                connection.execute(f'INSERT INTO "{table}" SELECT * FROM public."{table}"')  # "load the rows first"
+                for statement in rest:
+                    connection.execute(statement)
                 fresh = connection.execute(
                     "SELECT pg_get_indexdef(%s::regclass)", (f"decision_check.{table}_embedding_idx",)).fetchone()[0]
                 assert fresh.replace("decision_check.", "embedflow_sweep.") == definition
-                for name, value in setting.items():
-                    connection.execute(f"SET {name} = {int(value)}")
-                connection.execute(f"PREPARE nearest_check AS {query}")
-                vector = queries.vectors[0] if "bit(" not in create_table else queries.vectors[0] > 0
-                hits = connection.execute("EXECUTE nearest_check(%s)", (_literal(vector),)).fetchall()
-                assert len(hits) == 10
-                connection.execute("DEALLOCATE nearest_check")
+                vector = _query_vector(example, model=table.rsplit("_", 1)[0])
+                hits = connection.execute(f"EXECUTE nearest('{_literal(vector, block)}')").fetchall()  # as pasted
+                assert len(hits) == 10, block
+                connection.execute("DEALLOCATE nearest")
         finally:
             connection.execute("DROP SCHEMA IF EXISTS decision_check CASCADE")
     built = json.loads(example.path("results/db/minilm_float32.index.json").read_text())["definition"]
@@ -101,9 +97,20 @@ def test_the_sql_builds_the_same_index_on_a_fresh_table(example):
     assert plain_hnsw["definition"] == built.replace("public.", "embedflow_sweep.")
 
 
-def _literal(vector: np.ndarray) -> str:
-    if vector.dtype == np.bool_:
-        return "".join("1" if bit else "0" for bit in vector)
+def _only_comments(statement: str) -> bool:
+    return all(not line.strip() or line.lstrip().startswith("--") for line in statement.splitlines())
+
+
+def _query_vector(example, model: str) -> np.ndarray:
+    from embedflow.embeddings_file import read_all
+
+    return read_all(example.path(f"results/eval/{model}.queries.parquet"))[1].vectors[0]
+
+
+def _literal(vector: np.ndarray, block: str) -> str:
+    """The query as a literal of the prepared statement's type (bit: the sign bits)."""
+    if "PREPARE nearest(bit(" in block:
+        return "".join("1" if value > 0 else "0" for value in vector)
     return "[" + ",".join(f"{value:.8f}" for value in vector) + "]"
 
 
@@ -130,8 +137,8 @@ def test_a_budget_reruns_only_the_decision_and_one_too_tight_says_what_failed(ex
         decision = decision_of(example)
         assert decision["recommendation"] is None
         failure = "\n".join(decision["failure"])
-        total = len(decision["candidates"])
-        assert f"storage at 10,000,000 rows ≤ 0.001 GiB: {total} of {total} fail" in failure
+        eligible = sum(c["uses_index"] and not c["exhaustive"] for c in decision["candidates"])
+        assert f"storage at 10,000,000 rows ≤ 0.001 GiB: {eligible} of {eligible} fail" in failure
         assert re.search(r"p95 latency ≤ 50 ms: \d+ of", failure) and "nDCG@10 ≥ 0.98 × best" in failure
         report = example.path("results/eval/decision.md").read_text()
         assert "No configuration meets every budget." in report and "Serve `" not in report

@@ -105,20 +105,32 @@ def pareto_front(rows: list[dict], cost: str) -> list[dict]:
     return front
 
 
+def eligible(row: dict) -> bool:
+    """Measured through its index, and not by a search of every list (which says nothing at the target size)."""
+    return row["uses_index"] and not row["exhaustive"]
+
+
 def failure_statement(rows: list[dict], budget: dict, best: dict, target_rows: int) -> list[str]:
     """What failed which budget, when nothing fits: per budget how many fail and the best value any reached."""
     lines = ["No configuration meets every budget."]
+    served = [row for row in rows if eligible(row)] or rows
+    if len(served) < len(rows):
+        exhaustive = sum(row["exhaustive"] for row in rows)
+        unindexed = sum(not row["uses_index"] for row in rows)
+        lines.append(f"- {len(rows) - len(served)} of {len(rows)} are not eligible whatever the budgets ({exhaustive} "
+                     f"search every IVFFlat list at this size, an exact scan; {unindexed} are not answered through "
+                     f"their index). Of the {len(served)} eligible:")
     for name, title, unit in (("storage", f"storage at {target_rows:,} rows ≤ {budget['max_storage_gib']:g} GiB", "GiB"),
                               ("p95", f"p95 latency ≤ {budget['max_p95_ms']:g} ms", "ms"),
                               ("quality", f"nDCG@10 ≥ {budget['min_ndcg_share']:g} × best ({best['ndcg@10']:.3f})",
                                "of best")):
-        failing = [row for row in rows if any(f["check"] == name for f in row["fails"])]
-        closest = min(rows, key=lambda r: _budget_value(r, name, best))
+        failing = [row for row in served if any(f["check"] == name for f in row["fails"])]
+        closest = min(served, key=lambda r: _budget_value(r, name, best))
         value = _budget_value(closest, name, best)
         shown = -value if name == "quality" else value
-        lines.append(f"- {title}: {len(failing)} of {len(rows)} fail; the best any reaches is {shown:,.3f} {unit} "
+        lines.append(f"- {title}: {len(failing)} of {len(served)} fail; the best any reaches is {shown:,.3f} {unit} "
                      f"({closest['id']}).")
-    single = [row for row in rows if len(row["fails"]) == 1]
+    single = [row for row in served if len(row["fails"]) == 1]
     if single:
         near = sorted(single, key=lambda r: r["storage_bytes"])[:5]
         lines.append("- Nearest misses (one budget each): " + "; ".join(
@@ -156,7 +168,7 @@ def decide(sweeps: list[dict], exact: dict, settings: dict) -> dict:
         from embedflow.errors import UserError
 
         raise UserError("no servable candidate was measured: every precision is int8, or no sweep ran")
-    served = [row for row in rows if row["uses_index"] and not row["exhaustive"]] or rows
+    served = [row for row in rows if eligible(row)] or rows
     best = max(served, key=lambda r: (r["ndcg@10"], -r["storage_bytes"]))
     paired_bootstrap(rows, best, settings["bootstrap"]["resamples"], settings["bootstrap"]["seed"])
     for row in rows:

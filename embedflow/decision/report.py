@@ -65,9 +65,10 @@ def recommendation_lines(decision: dict, settings: dict) -> list[str]:
         + ("indistinguishable from the best." if vs["indistinguishable"] else "distinguishably below the best."),
         f"- Latency (measured on {chosen['rows']:,} rows, not extrapolated): p50 {_ms(chosen['p50_ms'])} ms, "
         f"p95 {_ms(chosen['p95_ms'])} ms.",
-        f"- Caution: measured on {chosen['rows']:,} rows. Search settings that tie here (ANN recall@10 "
-        f"{chosen['ann_recall@10']:.3f}) need not tie at {target:,} rows, where a larger ef_search or more probes "
-        "buy recall: measure them again on a sample of the real size before serving.",
+        *([f"- Caution: measured on {chosen['rows']:,} rows. Search settings that tie here (ANN recall@10 "
+           f"{chosen['ann_recall@10']:.3f}) need not tie at {target:,} rows, where a larger ef_search or more "
+           "probes buy recall: measure them again on a sample of the real size before serving."]
+          if chosen["rows"] < target else []),
         f"- Extrapolated to {target:,} rows: {sizes['storage']['formula']}; {sizes['build_memory']['formula']}; "
         f"{sizes['resident_ram']['formula']}.",
         "", "The SQL (the statements the sweep ran; `pg_get_indexdef` of the index it built: "
@@ -200,21 +201,25 @@ def as_json(decision: dict, settings: dict, evaluations: list[dict], sweeps: lis
     }
 
 
-def plot(decision: dict, path: str | Path) -> None:
+def plot(decision: dict, settings: dict, path: str | Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from embedflow.decision.choose import eligible
+
+    budget, chosen = settings["budget"], decision["recommended"]
     figure, panels = plt.subplots(1, 2, figsize=(11, 4.4), dpi=120, sharey=True)
-    chosen = decision["recommended"]
-    for axes, (name, key, label, scale) in zip(panels, (
-        ("storage", "storage_bytes", "storage at the target rows (GiB, extrapolated)", GIB),
-        ("p95", "p95_ms", "p95 latency (ms, measured)", 1),
+    for axes, (name, key, label, scale, limit) in zip(panels, (
+        ("storage", "storage_bytes", "storage at the target rows (GiB, extrapolated)", GIB, budget["max_storage_gib"]),
+        ("p95", "p95_ms", "p95 latency (ms, measured)", 1, budget["max_p95_ms"]),
     )):
-        rows = decision["rows"]
-        axes.scatter([r[key] / scale for r in rows], [r["ndcg@10"] for r in rows], s=14, color="0.7",
-                     label="candidate")
+        for kept, marker, text in ((True, "o", "candidate"), (False, "x", "not eligible (exact scan / no index)")):
+            rows = [r for r in decision["rows"] if eligible(r) == kept]
+            if rows:
+                axes.scatter([r[key] / scale for r in rows], [r["ndcg@10"] for r in rows], s=14, color="0.65",
+                             marker=marker, label=text)
         front = decision["fronts"][name]
         axes.plot([r[key] / scale for r in front], [r["ndcg@10"] for r in front], marker="o", color="tab:blue",
                   label="Pareto front")
@@ -224,10 +229,13 @@ def plot(decision: dict, path: str | Path) -> None:
         if chosen:
             axes.scatter([chosen[key] / scale], [chosen["ndcg@10"]], marker="*", s=180, color="tab:red",
                          label="recommended", zorder=3)
+        axes.axvline(limit, color="tab:red", linestyle="--", linewidth=0.8, label="budget")
+        axes.axhline(budget["min_ndcg_share"] * decision["best"]["ndcg@10"], color="tab:red", linestyle="--",
+                     linewidth=0.8)
         axes.set_xlabel(label)
         axes.grid(alpha=0.3)
     panels[0].set_ylabel("nDCG@10 through the index")
-    panels[0].legend(fontsize=8)
+    panels[0].legend(fontsize=7)
     figure.tight_layout()
     temporary = Path(path).with_name(f".{Path(path).name}.tmp.png")
     figure.savefig(temporary)
@@ -242,7 +250,7 @@ def write_decision(sweep_paths, evaluation_paths, settings: dict, outputs: dict)
     decision = decide(sweeps, exact, settings)
     write_text(outputs["markdown"], markdown(decision, settings, evaluations, sweeps))
     write_json(outputs["json"], as_json(decision, settings, evaluations, sweeps))
-    plot(decision, outputs["pareto"])
+    plot(decision, settings, outputs["pareto"])
     chosen = decision["recommended"]
     log.info("recommended: %s", chosen["id"] if chosen else "nothing fits: " + " ".join(decision["failure"]))
     return decision
