@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from embedflow.decision.choose import paired_bootstrap, pareto_front, recommend
-from embedflow.decision.sizing import hnsw_element_bytes
+from embedflow.decision.sizing import datum_bytes, hnsw_element_bytes
 
 
 def decision_of(example) -> dict:
@@ -207,5 +207,5 @@ def test_hnsw_build_memory_rule_predicts_pgvectors_own_notice(db, tmp_path):
         db.execute("DROP TABLE memory_rule")
     found = [int(m.group(1)) for n in notices if (m := re.search(r"no longer fits .* after (\d+) tuples", n))]
     assert found, notices
-    predicted = 4 * 2**20 / hnsw_element_bytes(16, 4 * 384 + 8)  # vector(384): 4 B a dimension + 8 B header
+    predicted = 4 * 2**20 / hnsw_element_bytes(16, datum_bytes("vector", 384))
     assert found[0] == pytest.approx(predicted, rel=0.02), (found, predicted)

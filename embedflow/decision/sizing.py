@@ -22,6 +22,10 @@ pgvector's rules (0.8, read from its source):
   sets of centres and Elkan's bounds (4 × S × lists bytes for the lower
   bounds); above ``maintenance_work_mem`` the build fails with "memory
   required is … MB".
+
+Both hold the indexed value detoasted, so its size is the type's
+(``datum_bytes``); the sweep's measured ``pg_column_size`` of the stored
+value is shown beside it (a compressed value in the table is smaller).
 """
 
 from __future__ import annotations
@@ -51,6 +55,14 @@ def linear(target_rows: int, bytes_per_row: float, what: str) -> dict:
                                              f"= {gib(total)}"}
 
 
+def datum_bytes(index_type: str, dim: int) -> int:
+    """Bytes of one indexed value as the build holds it, detoasted: pgvector's VECTOR_SIZE, HALFVEC_SIZE,
+    and PostgreSQL's VARBITTOTALLEN (a 4 B varlena header, then 4 B of dims for vector and halfvec
+    and 4 B of bit length for bit)."""
+    per_value = {"vector": 4 * dim, "halfvec": 2 * dim, "bit": math.ceil(dim / 8)}[index_type]
+    return 8 + per_value
+
+
 def hnsw_element_bytes(m: int, value_bytes: float) -> float:
     """Expected bytes of one element of pgvector's in-memory HNSW graph."""
     upper_layers = 1 / (m - 1)
@@ -62,14 +74,14 @@ def hnsw_element_bytes(m: int, value_bytes: float) -> float:
     return element + pointers + layer_zero + upper + value
 
 
-def hnsw_build_memory(target_rows: int, m: int, value_bytes: float) -> dict:
+def hnsw_build_memory(target_rows: int, m: int, value_bytes: int, measured: float | None = None) -> dict:
     per_element = hnsw_element_bytes(m, value_bytes)
     total = per_element * target_rows
     formula = (
         f"HNSW build memory (pgvector's in-memory graph): rows × (176 + 32·m + (16·m + 24)/(m − 1) + MAXALIGN(v)) "
         f"= {target_rows:,} × (176 + 32·{m} + {16 * m + 24}/{m - 1} + {maxalign(value_bytes)}) "
-        f"= {target_rows:,} × {per_element:,.1f} B = {gib(total)}; v = {value_bytes:,.0f} B, the indexed value "
-        "(measured, pg_column_size of the indexed expression)"
+        f"= {target_rows:,} × {per_element:,.1f} B = {gib(total)}; v = {value_bytes:,} B, the indexed value"
+        + (f" ({measured:,.0f} B measured as stored)" if measured is not None else "")
     )
     return {"bytes": int(total), "per_element": per_element, "formula": formula}
 
@@ -80,7 +92,7 @@ def ivfflat_lists(setting: int | str, rows: int) -> int:
     return auto_lists(rows) if setting == "auto" else int(setting)
 
 
-def ivfflat_build_memory(target_rows: int, lists: int, dim: int, value_bytes: float) -> dict:
+def ivfflat_build_memory(target_rows: int, lists: int, dim: int, value_bytes: int) -> dict:
     samples = min(max(IVFFLAT_SAMPLES_PER_LIST * lists, IVFFLAT_MIN_SAMPLES), target_rows)
     item = maxalign(value_bytes)
     arrays = 2 * (VECTOR_ARRAY_HEADER + lists * item) + VECTOR_ARRAY_HEADER + samples * item
@@ -89,7 +101,7 @@ def ivfflat_build_memory(target_rows: int, lists: int, dim: int, value_bytes: fl
     formula = (
         "IVFFlat build memory (pgvector's k-means): 2·(32 + lists·v) + 32 + S·v + 4·lists·d + 4·S·lists + 4·lists² "
         f"+ 8·S + 12·lists, S = min(max(50·lists, 10,000), rows) = {samples:,}, lists = {lists:,}, d = {dim}, "
-        f"v = {item} B (measured, MAXALIGNed) = {gib(total)}"
+        f"v = {item} B (the indexed value, MAXALIGNed) = {gib(total)}"
     )
     return {"bytes": int(total), "formula": formula}
 
@@ -97,10 +109,11 @@ def ivfflat_build_memory(target_rows: int, lists: int, dim: int, value_bytes: fl
 def build_memory(index: dict, target_rows: int) -> dict:
     """The build memory of one swept index (an entry of a sweep report) at ``target_rows``."""
     settings = index["settings"]
+    value = datum_bytes(index["index_type"], index["dim"])
     if settings["method"] == "hnsw":
-        return hnsw_build_memory(target_rows, settings["m"], index["indexed_value_bytes"])
+        return hnsw_build_memory(target_rows, settings["m"], value, index["indexed_value_bytes"])
     lists = ivfflat_lists(settings["lists"], target_rows)
-    return {**ivfflat_build_memory(target_rows, lists, index["dim"], index["indexed_value_bytes"]), "lists": lists}
+    return {**ivfflat_build_memory(target_rows, lists, index["dim"], value), "lists": lists}
 
 
 def maintenance_work_mem(size: int) -> str:
