@@ -5,8 +5,10 @@ markers of what they built; ``embedflow check`` compares every marker with
 the database (table present and the same one, row count, column type, the
 Parquet sha256 in the registry, the index definition). With ``--invalidate``
 it removes the markers that no longer tell the truth, and the next
-``snakemake`` run redoes exactly those jobs (a missing output is rebuilt;
-a reloaded table also rebuilds its index, whose input is now newer).
+``snakemake`` run redoes exactly those jobs: a missing output is rebuilt.
+A table's index marker goes with its load marker: reloading replaces the
+table and so its index, and Snakemake, asked for the index marker, would
+not rerun the load for a missing load marker alone.
 """
 
 from __future__ import annotations
@@ -96,7 +98,14 @@ def check_all(connection, folder: Path, target: dict) -> tuple[list[Path], list[
     return checked, drift
 
 
-def invalidate(marker_path: Path) -> None:
-    """Remove a marker and its provenance: Snakemake rebuilds a missing output."""
-    marker_path.unlink(missing_ok=True)
-    provenance_path(marker_path).unlink(missing_ok=True)
+def invalidate(marker_path: Path) -> list[Path]:
+    """Remove a marker and its provenance (a load marker: its table's index marker too);
+    returns the markers removed. Snakemake rebuilds a missing output."""
+    paths = [marker_path]
+    if marker_path.name.endswith(LOADED_SUFFIX):
+        paths.append(marker_path.with_name(marker_path.name[: -len(LOADED_SUFFIX)] + INDEX_SUFFIX))
+    removed = [path for path in paths if path.exists()]
+    for path in paths:
+        path.unlink(missing_ok=True)
+        provenance_path(path).unlink(missing_ok=True)
+    return removed

@@ -89,9 +89,8 @@ def cmd_check(args, config: dict) -> int:
     if not checked:
         print(f"no markers for this database in {folder}")
     if drifted and args.invalidate:
-        for path in drifted:
-            invalidate(path)
-        print(f"removed {len(drifted)} marker(s): the next `snakemake` run rebuilds exactly those")
+        removed = sorted({gone for path in drifted for gone in invalidate(path)})
+        print(f"removed {', '.join(map(str, removed))}: the next `snakemake` run rebuilds exactly those")
     elif drifted:
         print("run `embedflow check --invalidate`, then `snakemake`, to rebuild what drifted")
     return 1 if drifted and not args.invalidate else 0

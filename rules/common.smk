@@ -32,7 +32,7 @@ from embedflow.paths import (
     provenance_of,
 )
 from embedflow.schema import precision_names
-from embedflow.tables import COLUMN_TYPES, table_name
+from embedflow.tables import COLUMN_TYPES, column_type, table_name
 from embedflow.variants import (
     check_models,
     is_variant,
@@ -202,6 +202,8 @@ def variant_params(wildcards):
 
 
 def table_for(wildcards):
+    # int8 has no pgvector type: fail while planning, before any job runs.
+    column_type(wildcards.precision)
     return table_name(config["database"]["table"], wildcards.model, wildcards.precision)
 
 

@@ -23,7 +23,9 @@ rule evaluate:
                 "rerank_candidates": config["index"]["rerank_candidates"],
             }
         ),
-        table=table_for,
+        # The table's name, also for int8 (not loaded: evaluate reads it only
+        # where an index is among its inputs); table_for refuses int8.
+        table=lambda w: table_name(config["database"]["table"], w.model, w.precision),
         database=database_params,
     script:
         "../scripts/evaluate.py"

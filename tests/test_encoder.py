@@ -60,6 +60,15 @@ def test_device_policy_errors(policy, require, available, count, message):
         choose_device(policy, require, available, count)
 
 
+def test_auto_runs_the_model_on_the_device_torch_sees(tiny_model, torch_device):
+    encoder = load_encoder("t", spec(tiny_model), "auto", False)
+    assert encoder.device == torch_device
+    assert next(encoder.model.parameters()).device.type == torch_device
+    vectors = encoder.encode(TEXTS, None, 8)
+    assert vectors.dtype == np.float32 and vectors.shape == (3, 32)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-6)
+
+
 def test_tf32_only_on_cuda_and_float16_on_cpu_warns():
     assert tf32_wanted("tf32", "cuda:0") and tf32_wanted("tf32", "cuda")
     assert not tf32_wanted("tf32", "cpu") and not tf32_wanted("float32", "cuda")

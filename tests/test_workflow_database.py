@@ -5,54 +5,50 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
-import pytest
-
-from conftest import REPO
+from conftest import job_counts
 
 
-def cli(workflow, *args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "embedflow.cli", *args], cwd=workflow.root, capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": str(workflow.root), **(env or {})},
-    )
-
-
-@pytest.fixture
-def loaded(workflow):
-    workflow.update_config(precisions=["float32", "binary"])
-    workflow.snakemake("--cores", "2")
-    return workflow
-
-
-def test_a_dropped_table_is_drift_and_the_next_run_restores_exactly_it(loaded):
-    marker = json.loads(loaded.path("results/db/minilm_float32.loaded.json").read_text())
+def test_a_dropped_table_is_drift_and_the_next_run_restores_exactly_it(loaded_workflow):
+    marker = json.loads(loaded_workflow.path("results/db/minilm_float32.loaded.json").read_text())
     assert marker["rows"] == 12 and marker["column_type"] == "vector(384)"
-    untouched = loaded.path("results/db/minilm_binary.index.json").stat().st_mtime_ns
-    dropped = cli(loaded, "psql", "-c", "DROP TABLE minilm_float32")
+    untouched = loaded_workflow.path("results/db/minilm_binary.index.json").stat().st_mtime_ns
+    dropped = loaded_workflow.embedflow("psql", "-c", "DROP TABLE minilm_float32")
     assert dropped.returncode == 0, dropped.stderr
-    report = cli(loaded, "check")
+    report = loaded_workflow.embedflow("check")
     assert report.returncode == 1
     assert "DRIFT  results/db/minilm_float32.loaded.json" in report.stdout
     assert "ok     results/db/minilm_binary.loaded.json" in report.stdout
-    assert cli(loaded, "check", "--invalidate").returncode == 0
-    plan = loaded.snakemake("--dry-run").stdout
+    assert loaded_workflow.embedflow("check", "--invalidate").returncode == 0
+    plan = loaded_workflow.snakemake("--dry-run").stdout
     assert "rule load:" in plan and plan.count("rule load:") == 1 and "precision=float32" in plan
-    loaded.snakemake()
-    assert cli(loaded, "check").returncode == 0
-    restored = json.loads(loaded.path("results/db/minilm_float32.loaded.json").read_text())
+    loaded_workflow.snakemake()
+    assert loaded_workflow.embedflow("check").returncode == 0
+    restored = json.loads(loaded_workflow.path("results/db/minilm_float32.loaded.json").read_text())
     assert restored["rows"] == 12 and restored["oid"] != marker["oid"]
-    assert loaded.path("results/db/minilm_binary.index.json").stat().st_mtime_ns == untouched
-    search = cli(loaded, "search", "sort a list", "--model", "minilm", "-k", "3", env={"HF_HUB_OFFLINE": "1"})
+    assert loaded_workflow.path("results/db/minilm_binary.index.json").stat().st_mtime_ns == untouched
+    search = loaded_workflow.embedflow("search", "sort a list", "--model", "minilm", "-k", "3",
+                                       env={"HF_HUB_OFFLINE": "1"})
     assert search.returncode == 0, search.stderr
     assert len([line for line in search.stdout.splitlines() if line.strip()[:1].isdigit()]) == 3
 
 
-def test_no_server_is_left_running(loaded):
-    pgdata = str(loaded.path("results/pgdata"))
+def test_no_server_is_left_running(loaded_workflow):
+    pgdata = str(loaded_workflow.path("results/pgdata"))
     running = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert pgdata not in running
+
+
+def test_asking_for_an_int8_table_fails_before_any_job_runs(loaded_workflow):
+    """README: pgvector has no int8 type; asking for an int8 table fails with a message naming
+    halfvec and binary (here while Snakemake plans, so nothing is converted or verified first)."""
+    before = sorted(loaded_workflow.path("results").rglob("*int8*"))
+    done = loaded_workflow.snakemake("--", "results/db/minilm_int8.loaded.json", check=False)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "pgvector has no int8 vector type" in output and "halfvec" in output and "binary (bit" in output
+    assert job_counts(output) == {} and "Select jobs to execute" not in output
+    assert sorted(loaded_workflow.path("results").rglob("*int8*")) == before == []
 
 
 def test_a_password_given_by_dsn_reaches_no_file(workflow, password_server):

