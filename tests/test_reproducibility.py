@@ -108,6 +108,9 @@ def edit_chunk(workflow):
 
 
 # (change, expected jobs, files whose mtimes must not move)
+# This workflow has no query set, so rules sweep and decision are not in it: a decision
+# budget (decision.budget.*, rerunning `decision` only) is a row tested on the example in
+# tests/test_decision.py::test_a_budget_reruns_only_the_decision_and_one_too_tight_says_what_failed.
 MATRIX = [
     ("nothing", lambda w: None, Counter(), ["results/**/*.*"]),
     ("index ef_construction", lambda w: edit(w, lambda c: c["index"].update(ef_construction=32)),
