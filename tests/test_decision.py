@@ -125,14 +125,14 @@ def test_binary_rerank_keeps_98_percent_of_float32(example):
 
 
 def test_a_budget_reruns_only_the_decision_and_one_too_tight_says_what_failed(example):
-    from test_reproducibility import planned_jobs
+    from conftest import job_counts
 
     original = example.config
     tight = json.loads(json.dumps(original))
     tight["decision"]["budget"]["max_storage_gib"] = 0.001
     example.set_config(tight)
     try:
-        assert planned_jobs(example) == Counter(decision=1)
+        assert job_counts(example.snakemake("--dry-run").stdout) == Counter(decision=1)
         example.snakemake("--cores", "1")
         decision = decision_of(example)
         assert decision["recommendation"] is None

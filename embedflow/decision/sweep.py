@@ -41,6 +41,7 @@ from embedflow.snakemake_rule import params_json, run_rule
 log = logging.getLogger(__name__)
 SCHEMA = "embedflow_sweep"
 FORCE_INDEX = {"enable_seqscan": "off"}  # measure the index, not the planner's choice on a small table
+VALUE_SAMPLE = 1000  # rows whose stored vector sizes are averaged
 
 
 class Queries:
@@ -119,8 +120,9 @@ def table_facts(connection, table: str, column) -> dict:
 
     copy = sql.Identifier(SCHEMA, table)
     with connection.cursor() as cursor:
-        rows, embedding_bytes = cursor.execute(
-            sql.SQL("SELECT count(*), avg(pg_column_size(embedding)) FROM {}").format(copy)).fetchone()
+        rows = cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(copy)).fetchone()[0]
+        embedding_bytes = cursor.execute(sql.SQL("SELECT avg(pg_column_size(embedding)) FROM (SELECT embedding FROM {} "
+                                                 "LIMIT %s) s").format(copy), (VALUE_SAMPLE,)).fetchone()[0]
         table_bytes, key_bytes = cursor.execute(
             """SELECT pg_table_size(%(t)s::regclass), coalesce((SELECT sum(pg_relation_size(indexrelid))
                FROM pg_index WHERE indrelid = %(t)s::regclass), 0)""", {"t": f"{SCHEMA}.{table}"}).fetchone()
@@ -206,8 +208,9 @@ def index_facts(connection, table: str, plan: SearchPlan) -> dict:
             "SELECT pg_get_indexdef(%(i)s::regclass), pg_relation_size(%(i)s::regclass)",
             {"i": f"{SCHEMA}.{index_name(table)}"},
         ).fetchone()
-        value_bytes = cursor.execute(sql.SQL("SELECT avg(pg_column_size({})) FROM {}").format(
-            sql.SQL(plan.expression), sql.Identifier(SCHEMA, table))).fetchone()[0]
+        value_bytes = cursor.execute(sql.SQL("SELECT avg(pg_column_size({})) FROM (SELECT embedding FROM {} LIMIT %s) s")
+                                     .format(sql.SQL(plan.expression), sql.Identifier(SCHEMA, table)),
+                                     (VALUE_SAMPLE,)).fetchone()[0]
     connection.commit()
     return {"definition": definition, "index_bytes": size, "indexed_value_bytes": float(value_bytes)}
 
