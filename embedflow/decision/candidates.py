@@ -104,6 +104,10 @@ def serving_sql(entry: dict, setting: dict, build_memory: str | None, note: str 
     build = f"SET maintenance_work_mem = '{build_memory}';  -- the extrapolated build memory\n" if build_memory else ""
     build += f"-- {note}\n" if note else ""
     settings = "".join(f"SET {name} = {value};\n" for name, value in setting.items())
+    candidates = entry.get("settings", {}).get("rerank_candidates", 0)
+    if entry.get("binary_quantize") and setting.get("hnsw.ef_search", candidates) < candidates:
+        settings += (f"-- an HNSW scan returns at most ef_search rows: {setting['hnsw.ef_search']} candidates are "
+                     f"re-ranked, not {candidates} (as measured)\n")
     return (
         f"{entry['create_table']};\n\n"
         "-- load the rows first (e.g. COPY ... FROM STDIN (FORMAT BINARY)), then build the index:\n"

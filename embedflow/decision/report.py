@@ -71,6 +71,8 @@ def recommendation_lines(decision: dict, settings: dict) -> list[str]:
           if chosen["rows"] < target else []),
         f"- Extrapolated to {target:,} rows: {sizes['storage']['formula']}; {sizes['build_memory']['formula']}; "
         f"{sizes['resident_ram']['formula']}.",
+        f"- Noise: {sum(r['vs_best']['indistinguishable'] for r in decision['rows'])} of {len(decision['rows'])} "
+        "configurations are indistinguishable from the best (their 95 % interval holds 0; ≈ in the table below).",
         "", "The SQL (the statements the sweep ran; `pg_get_indexdef` of the index it built: "
         f"`{chosen['_index']['definition']}`):", "", "```sql",
         recommended_sql(chosen, target), "```", "",
@@ -88,16 +90,23 @@ def recommended_sql(chosen: dict, target_rows: int) -> str:
     return serving_sql({**chosen["_sweep"], **index}, chosen["setting"], sizes["build_memory"]["setting"], note)
 
 
-def binary_lines(decision: dict) -> list[str]:
+def binary_lines(decision: dict, settings: dict) -> list[str]:
     shares = decision["binary_rerank"]
     if not shares:
         return []
+    from embedflow.decision.choose import eligible
+
+    quantized = [r for r in decision["rows"] if r["binary_quantize"] and eligible(r)]
+    best = max(quantized, key=lambda r: (r["ndcg@10"], -r["storage_bytes"])) if quantized else None
     lines = ["## binary_quantize with re-ranking", "",
              "The index on `binary_quantize(embedding)` of a float column, its candidates re-ranked on the full "
              "vector, against the plain index of the same column at the same search setting:", "",
              "| configuration | nDCG@10 | plain index | nDCG@10 | share | share of exact float |", "|---|---|---|---|---|---|"]
     lines += [f"| {s['id']} | {s['ndcg@10']:.3f} | {s['against']} | {s['against_ndcg@10']:.3f} | {s['share']:.1%} | "
               f"{'–' if s['share_of_exact'] is None else format(s['share_of_exact'], '.1%')} |" for s in shares]
+    if best:
+        lines += ["", f"The re-rank form, for the best of them (`{best['id']}`):", "", "```sql",
+                  recommended_sql(best, settings["target_rows"]), "```"]
     return lines + [""]
 
 
@@ -171,7 +180,7 @@ def markdown(decision: dict, settings: dict, evaluations: list[dict], sweeps: li
         "Latency is measured at the table's own size, with sequential scans off so that the index answers; it "
         "is not extrapolated. The summary of every model × precision is [summary.md](summary.md).", "",
     ]
-    parts = [head, recommendation_lines(decision, settings), binary_lines(decision), front_lines(decision),
+    parts = [head, recommendation_lines(decision, settings), binary_lines(decision, settings), front_lines(decision),
              candidates_table(decision), formula_lines(decision), not_served_lines(evaluations, sweeps)]
     return "\n".join(line for part in parts for line in part)
 
