@@ -233,11 +233,12 @@ def evaluation_targets():
 
 
 def query_model_params(wildcards):
-    # What changes the query vectors: the model's output settings and its query prompt.
+    # What changes the query vectors: the model's output settings and its query
+    # prompt; the document prompt only goes before chunks.
     spec = model_spec(wildcards)
-    return canonical_json(
-        {**model_output_slice(spec), "query_prompt": spec["query_prompt"]}
-    )
+    output = model_output_slice(spec)
+    del output["document_prompt"]
+    return canonical_json({**output, "query_prompt": spec["query_prompt"]})
 
 
 def evaluation_index(wildcards):
@@ -248,10 +249,28 @@ def evaluation_index(wildcards):
 
 
 def evaluation_params(wildcards):
-    index = {k: v for k, v in config["index"].items() if k not in INDEX_BUILD_KEYS}
-    return canonical_json(
-        {"index": index, "rerank_candidates": config["index"]["rerank_candidates"]}
-    )
+    # What this precision's evaluation reads: the index settings where pgvector holds
+    # the precision, the re-rank depth for binary. int8 (Parquet only) reads neither.
+    evaluation = {}
+    if wildcards.precision in LOADABLE_PRECISIONS:
+        index = config["index"]
+        evaluation["index"] = {
+            k: v for k, v in index.items() if k not in INDEX_BUILD_KEYS
+        }
+    if wildcards.precision == "binary":
+        evaluation["rerank_candidates"] = config["index"]["rerank_candidates"]
+    return canonical_json(evaluation)
+
+
+def evaluation_table(wildcards):
+    # No table for a precision pgvector cannot hold: table settings never rerun it.
+    return table_for(wildcards) if wildcards.precision in LOADABLE_PRECISIONS else ""
+
+
+def evaluation_database(wildcards):
+    if wildcards.precision not in LOADABLE_PRECISIONS:
+        return canonical_json(None)
+    return database_params(wildcards)
 
 
 # --- variants -------------------------------------------------------------------
@@ -289,6 +308,11 @@ def head_base_params(wildcards):
     return canonical_json(
         {**model_output_slice(spec), "query_prompt": spec["query_prompt"]}
     )
+
+
+def head_selection_params(wildcards):
+    # Pairs name their passages among all chunks: test-mode sampling never changes the head.
+    return canonical_json({"text_field": config["text_field"]})
 
 
 def head_runtime_params(wildcards, resources):

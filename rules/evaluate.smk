@@ -37,8 +37,8 @@ rule evaluate:
         "../envs/evaluate.yaml"
     params:
         evaluation=evaluation_params,
-        table=table_for,
-        database=database_params,
+        table=evaluation_table,
+        database=evaluation_database,
     script:
         "../scripts/evaluate.py"
 

@@ -67,7 +67,7 @@ rule train_head:
     params:
         base=head_base_params,
         variant=variant_params,
-        selection=selection_params,
+        selection=head_selection_params,
         runtime=head_runtime_params,
     script:
         "../scripts/train_head.py"
