@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,25 @@ class Workflow:
 
     def path(self, relative: str) -> Path:
         return self.root / relative
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Jobs by rule from a dry run's output (Snakemake's "Job stats" table), without the
+    `all` target; {} when Snakemake says there is nothing to be done."""
+    if "Job stats:" not in output:
+        assert "Nothing to be done" in output, output
+        return {}
+    table = output[output.index("Job stats:"):].split("\n\n")[0]
+    jobs = {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
+    total, target = jobs.pop("total"), jobs.pop("all", 0)
+    assert total == sum(jobs.values()) + target, table
+    return jobs
+
+
+def planned_jobs(workflow: Workflow, *args: str) -> dict[str, int]:
+    """The jobs `snakemake --dry-run` plans (default rerun triggers), by rule."""
+    done = workflow.snakemake("--dry-run", "--quiet=rules", *args)
+    return job_counts(done.stdout + done.stderr)
 
 
 def make_workflow(root: Path, chunk_count: int = 12) -> Workflow:
