@@ -159,6 +159,15 @@ def query_encoder_params(wildcards):
     return query_encoder_slice(wildcards.model)
 
 
+def query_vector_params(wildcards):
+    # What changes the query vectors alone: as above, less the document prompt,
+    # which only goes before chunks (probe and train_head encode chunks too).
+    spec = MODELS[wildcards.model]
+    output = model_output_slice(spec)
+    del output["document_prompt"]
+    return canonical_json({**output, "query_prompt": spec["query_prompt"]})
+
+
 def selection_params(wildcards):
     return canonical_json(selection_slice(config))
 
