@@ -12,6 +12,7 @@ configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/preflight.smk"
 include: "rules/embed.smk"
 include: "rules/fit_pca.smk"
 include: "rules/project.smk"
@@ -27,6 +28,11 @@ include: "rules/evaluate.smk"
 include: "rules/eval_summary.smk"
 include: "rules/sweep.smk"
 include: "rules/decision.smk"
+
+
+onstart:
+    # The database this run needs, reached before its first job; never on a dry run.
+    check_this_run()
 
 
 rule all:

@@ -120,7 +120,9 @@ def embedded_server(pgdata: str | Path) -> Iterator[str]:
     except Exception as error:
         server_log = pgdata / "log"
         tail = server_log.read_text()[-2000:] if server_log.exists() else "(no server log)"
-        raise UserError(f"the embedded PostgreSQL in {pgdata} did not start: {error}\n{tail}") from None
+        log.error("the embedded PostgreSQL's log ends with:\n%s", tail)
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f"the embedded PostgreSQL in {pgdata} did not start: {first} (its log: {server_log})") from None
     with server:  # counts users in this process; the last one out stops the server,
         yield server.get_uri()  # unless another process still holds it
 

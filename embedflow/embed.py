@@ -1,6 +1,8 @@
 """Stage ``embed``: chunks file → ``embeddings_<model>_float32.parquet``.
 
-The chunks file is validated before the model loads. Chunks are then read
+The chunks file is validated before the model loads (rule preflight did it
+first; the chunks it rejected under ``on_bad_chunk: skip`` are skipped here,
+any other bad chunk fails the job). Chunks are then read
 again as a stream, encoded a window at a time and written as one Parquet row
 group per window, so memory holds one window of texts and vectors, not the
 corpus. Every output precision is derived from this file by ``convert``.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from collections.abc import Collection
 from pathlib import Path
 from typing import TextIO
 
@@ -20,6 +23,7 @@ from embedflow.chunks import batched, iter_chunks, select_positions, validate_ch
 from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
 from embedflow.hashing import sha256_text
 from embedflow.provenance import Timer, torch_device_info, write_provenance
+from embedflow.rejected import rejected_positions
 from embedflow.schema import default, defaults
 from embedflow.snakemake_rule import params_json, run_rule
 from embedflow.variants import reduction_of
@@ -57,6 +61,7 @@ class EmbedResult:
     corpus_sha256: str
     encoder: encoders.Encoder
     timer: Timer
+    rejected: int = 0  # chunks left out by on_bad_chunk: skip
 
 
 def embed_corpus(
@@ -64,11 +69,14 @@ def embed_corpus(
     output: str | Path,
     settings: EmbedSettings,
     progress: TextIO | None = None,
+    skip: Collection[int] = (),
 ) -> EmbedResult:
-    corpus = validate_chunks(chunks_path, settings.text_field)
-    positions = select_positions(corpus.count, settings.max_chunks, settings.sample, settings.seed)
+    """``skip``: positions of the chunks rejected by rule preflight (results/rejected/)."""
+    corpus = validate_chunks(chunks_path, settings.text_field, skip=skip)
+    positions = select_positions(corpus.count, settings.max_chunks, settings.sample, settings.seed, skip)
     selected = corpus.count if positions is None else len(positions)
-    log.info("%s: %d chunks, embedding %d (field %r)", chunks_path, corpus.count, selected, settings.text_field)
+    log.info("%s: %d chunks, embedding %d (field %r)%s", chunks_path, corpus.count, selected, settings.text_field,
+             f"; {len(skip)} rejected chunk(s) left out" if skip else "")
 
     encoders.set_threads(settings.threads)
     encoder = encoders.load_encoder(settings.model_key, settings.model, settings.device, settings.require_cuda)
@@ -86,7 +94,7 @@ def embed_corpus(
     prompt = settings.model.get("document_prompt")
     timer = Timer()
     # Only id and text stay in the window, not each chunk's whole record.
-    pairs = ((chunk.id, chunk.text) for chunk in iter_chunks(chunks_path, settings.text_field, positions))
+    pairs = ((chunk.id, chunk.text) for chunk in iter_chunks(chunks_path, settings.text_field, positions, skip))
     with EmbeddingsWriter(output, meta) as writer, tqdm(
         total=selected, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None
     ) as bar:
@@ -105,7 +113,7 @@ def embed_corpus(
             "%d chunk(s) were longer than max_seq_length=%d tokens and were embedded truncated",
             encoder.truncated_texts, encoder.max_seq_length,
         )
-    return EmbedResult(writer.rows, corpus.count, corpus.sha256, encoder, timer)
+    return EmbedResult(writer.rows, corpus.count, corpus.sha256, encoder, timer, len(skip))
 
 
 def main(snakemake) -> None:
@@ -125,8 +133,9 @@ def main(snakemake) -> None:
         threads=snakemake.threads,
         window_rows=runtime["window_rows"],
     )
+    skip = rejected_positions(snakemake.input.rejected)
     with open(snakemake.log[0], "a", encoding="utf-8") as progress:
-        result = embed_corpus(snakemake.input.chunks, snakemake.output.parquet, settings, progress)
+        result = embed_corpus(snakemake.input.chunks, snakemake.output.parquet, settings, progress, skip)
     write_provenance(
         snakemake.output.parquet,
         rule=snakemake.rule,
@@ -144,7 +153,9 @@ def main(snakemake) -> None:
             "corpus": {
                 "path": str(snakemake.input.chunks),
                 "sha256": result.corpus_sha256,
-                "chunks": result.corpus_rows,
+                "chunks": result.corpus_rows,  # accepted
+                "rejected": result.rejected,
+                "rejected_file": str(snakemake.input.rejected),
                 "embedded": result.rows,
             },
             "embedding": {

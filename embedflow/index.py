@@ -23,7 +23,7 @@ from embedflow.provenance import Timer, write_provenance
 from embedflow.schema import defaults
 from embedflow.search import SearchPlan, search
 from embedflow.snakemake_rule import params_json, run_rule
-from embedflow.tables import VectorColumn
+from embedflow.tables import INDEX_SUFFIX, VectorColumn
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def auto_probes(lists: int) -> int:
 
 
 def index_name(table: str) -> str:
-    return f"{table}_embedding_idx"
+    return f"{table}{INDEX_SUFFIX}"
 
 
 def column_of(cursor, table: str) -> VectorColumn:

@@ -14,24 +14,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from embedflow.atomic import write_json
-from embedflow.chunks import iter_chunks
+from embedflow.chunks import TEXT_COLUMNS, iter_chunks
 from embedflow.database import DatabaseSettings, connect, describe_target, server_versions, table_state
 from embedflow.embeddings_file import iter_batches, read_metadata, row_count
 from embedflow.errors import InputError, UserError
 from embedflow.hashing import sha256_file
 from embedflow.provenance import Timer, write_provenance
+from embedflow.rejected import rejected_positions
 from embedflow.snakemake_rule import params_json, run_rule
-from embedflow.tables import REGISTRY_TABLE, STAGING_SUFFIX, VectorColumn, column_type
+from embedflow.tables import PKEY_SUFFIX, REGISTRY_TABLE, STAGING_SUFFIX, VectorColumn, column_type
 
 log = logging.getLogger(__name__)
 
-TEXT_COLUMNS = ("id", "content", "summary")
 COPY_COLUMNS = ("id", "content", "summary", "metadata", "text_sha256", "embedding")
 
 
@@ -68,15 +68,18 @@ def _vector_value(precision: str, dim: int):
     return lambda row: Bit(np.unpackbits(row, count=dim))
 
 
-def joined_rows(chunks_path: str | Path, parquet_path: str | Path, precision: str, dim: int) -> Iterator[tuple]:
+def joined_rows(
+    chunks_path: str | Path, parquet_path: str | Path, precision: str, dim: int, skip: Collection[int] = ()
+) -> Iterator[tuple]:
     """Rows for COPY: text and metadata from the chunks file, vectors from the Parquet.
 
     The Parquet holds the selected chunks in input order, a subsequence of the
-    chunks file, so both are streamed side by side.
+    chunks file (less the positions in ``skip``, rejected by rule preflight), so
+    both are streamed side by side.
     """
     from psycopg.types.json import Jsonb
 
-    chunks = iter_chunks(chunks_path)
+    chunks = iter_chunks(chunks_path, skip=skip)
     to_vector = _vector_value(precision, dim)
     for batch in iter_batches(parquet_path):
         for chunk_id, vector, text_hash in zip(batch.ids, batch.vectors, batch.hashes):
@@ -105,7 +108,12 @@ def count_and_dim(cursor, table: str, column: VectorColumn) -> tuple[int, int | 
 
 
 def load_table(
-    connection, table: str, parquet_path: str | Path, chunks_path: str | Path, lock_timeout: str = "60s"
+    connection,
+    table: str,
+    parquet_path: str | Path,
+    chunks_path: str | Path,
+    lock_timeout: str = "60s",
+    skip: Collection[int] = (),
 ) -> dict:
     """Replace ``table`` with the contents of ``parquet_path``; returns the marker's facts."""
     from psycopg import sql
@@ -131,12 +139,12 @@ def load_table(
         )
         with cursor.copy(copy_sql) as copy:
             copy.set_types(["text", "text", "text", "jsonb", "text", column.type])
-            for row in joined_rows(chunks_path, parquet_path, meta.precision, meta.dim):
+            for row in joined_rows(chunks_path, parquet_path, meta.precision, meta.dim, skip):
                 copy.write_row(row)
         copied = time.perf_counter() - started
         cursor.execute(
             sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY (id)").format(
-                sql.Identifier(staging), sql.Identifier(f"{staging}_pkey")
+                sql.Identifier(staging), sql.Identifier(f"{staging}{PKEY_SUFFIX}")
             )
         )
         rows, dim = count_and_dim(cursor, staging, column)
@@ -150,7 +158,7 @@ def load_table(
         cursor.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(table)))
         cursor.execute(
             sql.SQL("ALTER INDEX {} RENAME TO {}").format(
-                sql.Identifier(f"{staging}_pkey"), sql.Identifier(f"{table}_pkey")
+                sql.Identifier(f"{staging}{PKEY_SUFFIX}"), sql.Identifier(f"{table}{PKEY_SUFFIX}")
             )
         )
         cursor.execute(
@@ -190,8 +198,9 @@ def main(snakemake) -> None:
     timer = Timer()
     database = DatabaseSettings.from_params(params_json(snakemake, "database"))
     table = snakemake.params.table
+    skip = rejected_positions(snakemake.input.rejected)
     with connect(database) as connection:
-        facts = load_table(connection, table, snakemake.input.parquet, snakemake.input.chunks)
+        facts = load_table(connection, table, snakemake.input.parquet, snakemake.input.chunks, skip=skip)
         facts["server"] = server_versions(connection)
     facts["database"] = describe_target(database)
     facts["parquet"] = str(snakemake.input.parquet)
@@ -201,9 +210,9 @@ def main(snakemake) -> None:
         rule=snakemake.rule,
         wildcards=dict(snakemake.wildcards),
         config={"table": table, "database": facts["database"]},
-        inputs=[snakemake.input.parquet, snakemake.input.chunks, snakemake.input.report],
+        inputs=[snakemake.input.parquet, snakemake.input.chunks, snakemake.input.rejected, snakemake.input.report],
         timing=timer.stop().record(facts["rows"]),
-        extra={"server": facts["server"]},
+        extra={"server": facts["server"], "corpus": {"rejected": len(skip), "rejected_file": snakemake.input.rejected}},
     )
 
 

@@ -9,7 +9,14 @@ This module is plain Python: the Snakefile imports it while planning.
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 RESULTS = "results"
+
+# preflight: what was checked before the first model job, and the chunks that
+# on_bad_chunk: skip leaves out (<corpus>: the chunks file's name without suffix)
+PREFLIGHT = f"{RESULTS}/preflight.json"
+REJECTED = f"{RESULTS}/rejected/{{corpus}}.jsonl"
 
 # embed / project (float32), convert (the other precisions)
 EMBEDDINGS = f"{RESULTS}/embeddings/embeddings_{{model}}_{{precision}}.parquet"
@@ -43,6 +50,10 @@ PLOT = f"{RESULTS}/eval/{{name}}.png"  # quality_vs_bytes | quality_vs_latency |
 # decision: every servable index x search setting of a table (sweep), then one report (decision)
 SWEEP = f"{RESULTS}/eval/{{model}}_{{precision}}.sweep.json"
 DECISION = f"{RESULTS}/eval/decision"  # .md and .json
+
+
+def rejected_path(chunks: str) -> str:
+    return REJECTED.format(corpus=PurePath(chunks).stem)
 
 
 def embeddings_path(model: str, precision: str) -> str:

@@ -18,6 +18,7 @@ model runs once per model and verify runs on the CPU.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from embedflow.errors import InputError
 from embedflow.hashing import sha256_text
 from embedflow.probes_file import Probes, write_probes
 from embedflow.provenance import Timer, torch_device_info, write_provenance
+from embedflow.rejected import rejected_positions
 from embedflow.snakemake_rule import params_json, run_rule
 from embedflow.vectors import row_cosines
 
@@ -77,10 +79,15 @@ def _encode_without_adapter(encoder: encoders.Encoder, groups, batch_size: int) 
 
 
 def probe_model(
-    float32_path: str | Path, chunks_path: str | Path, output: str | Path, settings: ProbeSettings
+    float32_path: str | Path,
+    chunks_path: str | Path,
+    output: str | Path,
+    settings: ProbeSettings,
+    skip: Collection[int] = (),
 ) -> ProbeResult:
+    """``skip``: positions of the chunks rule preflight rejected (results/rejected/)."""
     ids = first_ids(float32_path, settings.reencode_rows)
-    texts_by_id = find_texts(chunks_path, settings.text_field, ids)
+    texts_by_id = find_texts(chunks_path, settings.text_field, ids, skip)
     missing = [chunk_id for chunk_id in ids if chunk_id not in texts_by_id]
     if missing:
         raise InputError(
@@ -151,13 +158,14 @@ def _main(snakemake) -> None:
         require_cuda=runtime["require_cuda"],
         threads=snakemake.threads,
     )
-    result = probe_model(snakemake.input.parquet, snakemake.input.chunks, snakemake.output.probes, settings)
+    skip = rejected_positions(snakemake.input.rejected)
+    result = probe_model(snakemake.input.parquet, snakemake.input.chunks, snakemake.output.probes, settings, skip)
     write_provenance(
         snakemake.output.probes,
         rule=snakemake.rule,
         wildcards=dict(snakemake.wildcards),
         config={"model": model, "probes": probes, "runtime (does not change the output)": runtime},
-        inputs=[snakemake.input.parquet, snakemake.input.chunks],
+        inputs=[snakemake.input.parquet, snakemake.input.chunks, snakemake.input.rejected],
         timing=result.timer.record(len(result.probes.texts), unit="texts"),
         device={
             **torch_device_info(result.encoder.device),

@@ -1,9 +1,12 @@
-"""The query set for evaluation: JSONL of ``{query_id, query, relevant: [chunk ids]}``."""
+"""The query set for evaluation: JSONL of ``{query_id, query, relevant: [chunk ids]}``, UTF-8
+(a BOM is dropped). Plain Python: the run's start checks it too (``embedflow.onstart``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from embedflow.text_files import read_lines
 
 
 def read_queries(path: str | Path) -> tuple[list[str], list[str], dict[str, set[str]]]:
@@ -11,7 +14,7 @@ def read_queries(path: str | Path) -> tuple[list[str], list[str], dict[str, set[
     from embedflow.errors import InputError
 
     ids, texts, relevant = [], [], {}
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in read_lines(path):
         if not line.strip():
             continue
         try:

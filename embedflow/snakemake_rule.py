@@ -1,9 +1,13 @@
 """What every rule script shares: logging into the rule's log, clean failures.
 
-A ``UserError`` (bad input, bad config, no GPU) ends the job with its
-message and no traceback; anything else is logged with its traceback and
-re-raised. Log records pass through ``provenance.redact`` so that a
-connection string never leaves a password in a log.
+A job's log lines go to its log file and to stderr, which Snakemake shows on
+the console. A failure ends with one line there: a ``UserError`` (bad input,
+bad config, no GPU) with its message, anything else as ``rule X failed:
+<type>: <message> (traceback in <log>)``. The traceback goes to the log file
+only: the console never shows one (the default profile leaves Snakemake's
+``show-failed-logs`` off for that reason). Log records pass through
+``provenance.redact`` so that a connection string never leaves a password in
+a log.
 """
 
 from __future__ import annotations
@@ -27,13 +31,27 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class WithoutTraceback(logging.Formatter):
+    """The console's format: the message, never the traceback that the log file holds."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        kept = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = kept
+
+
 def setup_logging(log_path: str | None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(WithoutTraceback(FORMAT))
+    handlers: list[logging.Handler] = [console]
     if log_path:
         handlers.append(logging.FileHandler(log_path, mode="w", encoding="utf-8"))
+        handlers[-1].setFormatter(logging.Formatter(FORMAT))
     for handler in handlers:
         handler.addFilter(RedactingFilter())
-        handler.setFormatter(logging.Formatter(FORMAT))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
     logging.captureWarnings(True)
 
@@ -50,6 +68,9 @@ def run_rule(snakemake, main: Callable[[object], None]) -> None:
     except UserError as error:
         log.error("%s", error)
         sys.exit(1)
-    except Exception:
-        log.exception("rule %s failed", snakemake.rule)
-        raise
+    except Exception as error:
+        lines = str(error).strip().splitlines() or [""]
+        where = f" (traceback in {snakemake.log[0]})" if snakemake.log else ""
+        log.error("rule %s failed: %s: %s%s%s", snakemake.rule, type(error).__name__, lines[0],
+                  " …" if len(lines) > 1 else "", where, exc_info=True)
+        sys.exit(1)

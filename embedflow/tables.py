@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from embedflow.errors import ConfigError, UserError
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
-MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1; longer names are cut silently
 STAGING_SUFFIX = "__staging"
+PKEY_SUFFIX = "_pkey"
+INDEX_SUFFIX = "_embedding_idx"
+# Every name made from a table's name (load's staging table and keys, the index) fits
+# in 63 bytes, so PostgreSQL never cuts one: two tables never share a cut name.
+DERIVED_SUFFIXES = (STAGING_SUFFIX, STAGING_SUFFIX + PKEY_SUFFIX, PKEY_SUFFIX, INDEX_SUFFIX)
+LONGEST_SUFFIX = max(DERIVED_SUFFIXES, key=len)
+MAX_TABLE_BYTES = MAX_IDENTIFIER_BYTES - len(LONGEST_SUFFIX)  # 49: a 40-byte model key, _, bfloat16
 REGISTRY_TABLE = "embedflow_tables"  # one row per loaded table: what was loaded, from which Parquet
 
 INDEX_DIM_LIMITS = {"vector": 2000, "halfvec": 4000, "bit": 64000}
@@ -47,10 +54,16 @@ def column_type(precision: str) -> str:
 
 
 def check_identifier(name: str, what: str = "table name") -> str:
-    if not IDENTIFIER.match(name) or len(name.encode()) > MAX_IDENTIFIER_BYTES - len(STAGING_SUFFIX):
+    if not IDENTIFIER.match(name):
         raise ConfigError(
             f"{what} {name!r} is not a valid identifier: use lowercase letters, digits and _, "
-            f"starting with a letter or _, at most {MAX_IDENTIFIER_BYTES - len(STAGING_SUFFIX)} bytes"
+            f"starting with a letter or _, at most {MAX_TABLE_BYTES} bytes"
+        )
+    if len(name.encode()) > MAX_TABLE_BYTES:
+        raise ConfigError(
+            f"{what} {name!r} is {len(name.encode())} bytes, more than {MAX_TABLE_BYTES}: PostgreSQL cuts "
+            f"names at {MAX_IDENTIFIER_BYTES} bytes, and the names made from it (up to {name + LONGEST_SUFFIX!r}) "
+            "must stay whole and distinct; use a shorter database.table template or model key"
         )
     return name
 
@@ -65,6 +78,26 @@ def table_name(template: str, model: str, precision: str) -> str:
             "it may use {model} and {precision}"
         ) from None
     return check_identifier(name)
+
+
+def check_table_names(template: str, models, precisions) -> dict[str, tuple[str, str]]:
+    """Every model × precision's table: valid, and one table for each (checked while planning)."""
+    owners: dict[str, tuple[str, str]] = {}
+    for model in models:
+        for precision in precisions:
+            name = table_name(template, model, precision)
+            if name == REGISTRY_TABLE:
+                raise ConfigError(
+                    f"database.table {template!r} names {model} × {precision}'s table {name!r}, "
+                    "the workflow's registry of loaded tables; choose another template"
+                )
+            earlier = owners.setdefault(name, (model, precision))
+            if earlier != (model, precision):
+                raise ConfigError(
+                    f"database.table {template!r} gives {earlier[0]} × {earlier[1]} and {model} × "
+                    f"{precision} the same table {name!r}; use both {{model}} and {{precision}} in it"
+                )
+    return owners
 
 
 @dataclass(frozen=True)

@@ -18,67 +18,19 @@ after training and recorded in the log and the provenance.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedflow import encoder as encoders
-from embedflow.chunks import find_texts
 from embedflow.errors import InputError
+from embedflow.pairs_file import Pairs, read_pairs  # noqa: F401  (read_pairs: part of this stage's API)
 from embedflow.provenance import Timer, torch_device_info, write_provenance
+from embedflow.rejected import rejected_positions
 from embedflow.snakemake_rule import params_json, run_rule
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Pairs:
-    queries: list[str]
-    passages: list[str]
-    keys: list[str]  # what identifies a passage (its chunk id, or its text)
-
-
-def read_pairs(pairs_path: str | Path, chunks_path: str | Path, text_field: str) -> Pairs:
-    """{"query", "positive_id"} lines (passage = that chunk's text) or {"query", "positive"}."""
-    rows = []
-    with open(pairs_path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{pairs_path}: line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"{where}: not valid JSON ({error.msg}, column {error.colno})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{where}: expected an object with query and positive_id or positive")
-            if not isinstance(row.get("query"), str) or not row["query"].strip():
-                raise InputError(f"{where}: 'query' must be a non-empty string")
-            has_id, has_text = row.get("positive_id") is not None, row.get("positive") is not None
-            if has_id == has_text:
-                raise InputError(f"{where}: give exactly one of 'positive_id' (a chunk id) and 'positive' (a text)")
-            if has_text and (not isinstance(row["positive"], str) or not row["positive"].strip()):
-                raise InputError(f"{where}: 'positive' must be a non-empty string")
-            rows.append((number, row))
-    if len(rows) < 2:
-        raise InputError(f"{pairs_path}: {len(rows)} pair(s); training with in-batch negatives needs at least 2")
-    wanted = {str(row["positive_id"]) for _, row in rows if row.get("positive_id") is not None}
-    texts = find_texts(chunks_path, text_field, wanted)
-    queries, passages, keys = [], [], []
-    for number, row in rows:
-        if row.get("positive_id") is not None:
-            chunk_id = str(row["positive_id"])
-            if chunk_id not in texts:
-                raise InputError(f"{pairs_path}: line {number}: positive_id {chunk_id!r} is not a chunk of {chunks_path}")
-            passages.append(texts[chunk_id])
-            keys.append(f"id:{chunk_id}")
-        else:
-            passages.append(row["positive"])
-            keys.append(f"text:{row['positive']}")
-        queries.append(row["query"])
-    return Pairs(queries, passages, keys)
 
 
 def batches_without_duplicates(keys: list[str], batch_size: int, rng: random.Random | None) -> list[list[int]]:
@@ -231,7 +183,8 @@ def main(snakemake) -> None:
     runtime = params_json(snakemake, "runtime")
     spec = {**base, **runtime["model"]}
     selection = params_json(snakemake, "selection")
-    pairs = read_pairs(snakemake.input.pairs, snakemake.input.chunks, selection["text_field"])
+    skip = rejected_positions(snakemake.input.rejected)
+    pairs = read_pairs(snakemake.input.pairs, snakemake.input.chunks, selection["text_field"], skip)
     log.info("%d training pairs from %s", len(pairs.queries), snakemake.input.pairs)
     encoders.set_threads(snakemake.threads)
     loading = spec

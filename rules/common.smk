@@ -22,6 +22,7 @@ from embedflow.paths import (
     MEASURES,
     PCA_FILE,
     PLOT,
+    PREFLIGHT,
     PROBES,
     QUERY_VECTORS,
     SUMMARY,
@@ -30,9 +31,10 @@ from embedflow.paths import (
     VERIFY_REPORT,
     embeddings_path,
     provenance_of,
+    rejected_path,
 )
 from embedflow.schema import precision_names
-from embedflow.tables import COLUMN_TYPES, column_type, table_name
+from embedflow.tables import COLUMN_TYPES, check_table_names, column_type, table_name
 from embedflow.variants import (
     check_models,
     is_variant,
@@ -64,10 +66,20 @@ LOADABLE_PRECISIONS = [p for p in config["precisions"] if p in COLUMN_TYPES]
 # Index settings that change build speed, not the index (untracked, see runtime_params_of).
 INDEX_BUILD_KEYS = ("maintenance_work_mem", "max_parallel_maintenance_workers")
 
-# Validate every table name now, so that a bad template fails before any job runs.
-for _model in config["models"]:
-    for _precision in LOADABLE_PRECISIONS:
-        table_name(config["database"]["table"], _model, _precision)
+# Validate every table name now, so that a bad template fails before any job runs:
+# valid identifiers that PostgreSQL never cuts, one table per model × precision.
+check_table_names(config["database"]["table"], config["models"], LOADABLE_PRECISIONS)
+# The chunks on_bad_chunk: skip leaves out (rule preflight; empty when none).
+REJECTED = rejected_path(config["chunks"])
+# What the run's start checks, when its jobs read them (check_this_run).
+PAIRS_FILES = sorted(
+    {
+        spec["projection_head"]["pairs"]
+        for spec in config["models"].values()
+        if spec.get("projection_head")
+    }
+)
+ADAPTERS = sorted({spec["adapter"] for spec in MODELS.values() if spec["adapter"]})
 
 
 def any_of(keys):
@@ -205,6 +217,60 @@ def base_float32(wildcards):
 def variant_params(wildcards):
     variant = variant_of(wildcards)
     return canonical_json({k: v for k, v in variant.items() if k != "path"})
+
+
+# --- preflight ------------------------------------------------------------------
+
+
+def preflight_plan():
+    """What the disk estimate of the preflight rule reads from the config (untracked, an estimate)."""
+    made = ["float32"] + [p for p in config["precisions"] if p != "float32"]
+    models = {
+        key: {
+            "dim": spec["variant"]["dim"] if spec["variant"] else spec["truncate_dim"],
+            "source": spec["source"],
+            "precisions": made,
+            "tables": {
+                p: LOADED.format(model=key, precision=p) for p in LOADABLE_PRECISIONS
+            },
+        }
+        for key, spec in MODELS.items()
+    }
+    database = config["database"]
+    return canonical_json(
+        {
+            "max_chunks": config["test_mode"]["max_chunks"],
+            "outputs": {
+                "models": models,
+                "embeddings": EMBEDDINGS,
+                "pgdata": None if database["dsn_env"] else database["pgdata"],
+                "index_method": config["index"]["method"],
+                "index_m": config["index"]["m"],
+            },
+        }
+    )
+
+
+def check_this_run():
+    """onstart: what this run's jobs need and preflight does not check (embedflow.onstart).
+    One line and exit 1 when something is wrong, before any job starts."""
+    from snakemake.logging import logger
+
+    from embedflow.errors import UserError
+    from embedflow.onstart import check_run
+
+    rules = {job.rule.name for job in workflow.dag.needrun_jobs()}
+    try:
+        check_run(
+            config,
+            rules,
+            pairs=PAIRS_FILES,
+            adapters=ADAPTERS,
+            preflight_report=PREFLIGHT,
+        )
+    except UserError as error:
+        logger.error(f"Before any job: {error}")
+        sys.exit(1)
 
 
 # --- database -------------------------------------------------------------------

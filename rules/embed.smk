@@ -3,6 +3,8 @@ rule embed:
     # precision is derived from this float32 file by `convert`.
     input:
         chunks=config["chunks"],
+        # What rule preflight left out (on_bad_chunk: skip); it also orders this job after it.
+        rejected=REJECTED,
         model_files=local_model_files,
     output:
         parquet=unless_configured("float32", embeddings_path("{model}", "float32")),

@@ -2,6 +2,9 @@ rule encode_queries:
     # The query set, encoded once per model with its query prompt, in float32.
     input:
         queries=config["queries"] or [],
+        # Only for the order: no model job starts before the corpus passed preflight
+        # (a changed chunks file re-encodes the queries too; see rules/preflight.smk).
+        preflight=PREFLIGHT,
         model_files=local_model_files,
     output:
         queries=QUERY_VECTORS,

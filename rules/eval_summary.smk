@@ -7,6 +7,8 @@ rule eval_summary:
         reports=expand(
             EVALUATION, model=sorted(config["models"]), precision=config["precisions"]
         ),
+        # Its count of rejected chunks goes in the summary.
+        preflight=PREFLIGHT,
     output:
         markdown=report(
             f"{SUMMARY}.md",

@@ -5,6 +5,7 @@ rule load:
     input:
         parquet=embeddings_path("{model}", "{precision}"),
         chunks=config["chunks"],
+        rejected=REJECTED,
         report=ancient(rules.verify.output.report),
     output:
         marker=LOADED,

@@ -16,6 +16,7 @@ rule measure:
         ),
         embed_provenance=provenance_of(embeddings_path("{model}", "float32")),
         chunks=config["chunks"],
+        rejected=REJECTED,
         probes=rules.probe.output.probes,
     output:
         measures=MEASURES,

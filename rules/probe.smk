@@ -7,6 +7,7 @@ rule probe:
     input:
         parquet=embeddings_path("{model}", "float32"),
         chunks=config["chunks"],
+        rejected=REJECTED,
         model_files=local_model_files,
     output:
         probes=PROBES,

@@ -4,6 +4,7 @@ rule train_head:
     input:
         pairs=lambda w: variant_of(w)["pairs"],
         chunks=config["chunks"],
+        rejected=REJECTED,
         model_files=lambda w: model_files_of(variant_of(w)["base"]),
     output:
         folder=directory(HEAD_FOLDER),

@@ -62,16 +62,20 @@ def schema_keys() -> list[str]:
 # --- what each key reruns ---------------------------------------------------------------
 
 # Workflow "precisions": model tiny (adapter) x float32, float16, bfloat16, int8, binary,
-# with queries: 4 precisions pgvector holds (int8 stays in Parquet), 5 evaluations.
+# with queries: 4 precisions pgvector holds (int8 stays in Parquet), 5 evaluations, 4 sweeps
+# of servable indexes and the decision report over them.
 NOTHING: dict[str, int] = {}
 ONE_VERIFY = {"verify": 1}  # a threshold of one precision
 EVERY_VERIFY = {"verify": 5}
 MEASURES = {"measure": 5, "verify": 5}
 PROBE = {"probe": 1, **MEASURES}
-QUERY_PROMPT = {"probe": 1, "encode_queries": 1, **MEASURES, "evaluate": 5, "eval_summary": 1}
-EVALUATION = {"encode_queries": 1, "evaluate": 5, "eval_summary": 1}
-INDEXES = {"index": 4, "evaluate": 4, "eval_summary": 1}  # not int8's evaluation: it reads no table
-TABLES = {"load": 4, **INDEXES}
+SWEEPS = {"sweep": 4, "decision": 1}  # the sweeps read the tables and the query vectors
+QUERY_PROMPT = {"probe": 1, "encode_queries": 1, **MEASURES, "evaluate": 5, "eval_summary": 1, **SWEEPS}
+EVALUATION = {"encode_queries": 1, "evaluate": 5, "eval_summary": 1, **SWEEPS}
+INDEXES = {"index": 4, "evaluate": 4, "eval_summary": 1, "decision": 1}  # not int8's evaluation: it reads no table
+SWEPT_INDEXES = {**INDEXES, **SWEEPS}  # the index settings the sweep's candidates are built with
+TABLES = {"load": 4, **SWEPT_INDEXES}
+DECISION = {"decision": 1}
 CORPUS = {"embed": 1, "probe": 1, "convert": 4, **MEASURES, **TABLES, "evaluate": 5}
 MODEL = {**CORPUS, "encode_queries": 1}
 
@@ -90,7 +94,7 @@ DRIFT = [f"drift.{p}.{m}" for p in ("float16", "bfloat16", "int8", "binary")
 # key -> (new value, or a function of the old one; the jobs it reruns)
 PRECISIONS_ROWS = {
     "queries": ("data/queries_copy.jsonl", EVALUATION),
-    "precisions": (["float32", "float16", "int8", "binary"], {"eval_summary": 1}),  # bfloat16 dropped
+    "precisions": (["float32", "float16", "int8", "binary"], {"eval_summary": 1, **DECISION}),  # bfloat16 dropped
     # speed, memory and device: never rerun a job (a planned run on CPU with require_cuda fails at run time)
     "embed.device": ("cpu", NOTHING),
     "embed.require_cuda": (True, NOTHING),
@@ -113,19 +117,31 @@ PRECISIONS_ROWS = {
     # index definition and search settings: the index job (which keeps an index whose definition
     # did not change and measures again), and the evaluations through it
     "index.method": ("ivfflat", INDEXES),
-    "index.metric": ("cosine", INDEXES),
-    "index.m": (8, INDEXES),
-    "index.ef_construction": (32, INDEXES),
-    "index.lists": (1, INDEXES),
-    "index.halfvec_for_large": (False, INDEXES),
+    "index.metric": ("cosine", SWEPT_INDEXES),
+    "index.m": (8, SWEPT_INDEXES),
+    "index.ef_construction": (32, SWEPT_INDEXES),
+    "index.lists": (1, SWEPT_INDEXES),
+    "index.halfvec_for_large": (False, SWEPT_INDEXES),
     "index.binary_quantize": (True, INDEXES),
-    "index.rerank_candidates": (50, INDEXES),
+    "index.rerank_candidates": (50, SWEPT_INDEXES),
     "index.ef_search": (20, INDEXES),
     "index.probes": (2, INDEXES),
     "index.recall_sample": (10, INDEXES),
     "index.seed": (1, INDEXES),
     "index.maintenance_work_mem": ("64MB", NOTHING),  # build speed only
     "index.max_parallel_maintenance_workers": (0, NOTHING),
+    # the decision report: budgets and the size it extrapolates to rerun the report alone;
+    # what defines the candidates reruns the sweeps
+    "decision.target_rows": (1_000_000, DECISION),
+    "decision.budget.max_storage_gib": (halved, DECISION),
+    "decision.budget.max_p95_ms": (halved, DECISION),
+    "decision.budget.min_ndcg_share": (0.9, DECISION),
+    "decision.bootstrap.resamples": (100, DECISION),
+    "decision.bootstrap.seed": (1, DECISION),
+    "decision.methods": (["hnsw"], SWEEPS),
+    "decision.binary_quantize": (False, SWEEPS),
+    "decision.ef_search": ([20, 40], SWEEPS),
+    "decision.probes": ([1, 4], SWEEPS),
     # model settings of tiny (revision, trust_remote_code, normalize: planned only)
     "model.source": ("data/tiny_copy", MODEL),
     "model.revision": ("main", MODEL),
@@ -149,10 +165,14 @@ HEAD = {"train_head": 1, "embed": 1, **CHAIN}
 # Every model: the corpus is embedded by tiny, other and tiny_head, projected for the others.
 SAMPLE = {"embed": 3, "fit_pca": 1, "project": 2, "probe": 5, "measure": 5, "verify": 5, "load": 5, "index": 5}
 EVERYTHING = {**SAMPLE, "train_head": 1}  # the pairs' passages are chunks too
+CORPUS_READ = {**EVERYTHING, "preflight": 1}  # rule preflight validates the chunks file's text field
 
 VARIANTS_ROWS = {
-    "chunks": ("data/chunks_copy.json", EVERYTHING),
-    "text_field": ("summary", EVERYTHING),
+    "chunks": ("data/chunks_copy.json", CORPUS_READ),
+    "text_field": ("summary", CORPUS_READ),
+    # Under fail a bad chunk makes nothing, so on a corpus that ran, the policy changes no output
+    # (the run's start refuses fail over a corpus that preflight found bad chunks in).
+    "on_bad_chunk": ("skip", {}),
     # the head is trained on pairs whose passages are looked up among all chunks: not on the sample
     "test_mode.max_chunks": (11, SAMPLE),
     "test_mode.sample": ("head", SAMPLE),
@@ -216,7 +236,7 @@ def edit_config(change):
 SCENARIOS = [
     ("precisions", "nothing", lambda workflow: None, NOTHING),
     ("variants", "nothing", lambda workflow: None, NOTHING),
-    ("variants", "a chunk's text", edit_chunk, EVERYTHING),
+    ("variants", "a chunk's text", edit_chunk, CORPUS_READ),
     ("variants", "a model added", edit_config(lambda c: c["models"].update(third={"source": "data/tiny_copy"})),
      {"embed": 1, **CHAIN}),
     ("variants", "tiny's document prompt reaches its variants (not other)",

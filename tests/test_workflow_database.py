@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 from conftest import job_counts
@@ -63,20 +62,5 @@ def test_a_password_given_by_dsn_reaches_no_file(workflow, password_server):
     assert leaks == []
 
 
-def test_unset_dsn_variable_fails_the_load_with_its_name(workflow):
-    workflow.update_config(precisions=["float32"], database={"dsn_env": "EMBEDFLOW_DSN_MISSING"})
-    env = {key: value for key, value in os.environ.items() if key != "EMBEDFLOW_DSN_MISSING"}
-    done = workflow.snakemake(check=False, env=env)
-    assert done.returncode != 0
-    log = workflow.path("results/logs/load/minilm_float32.log").read_text()
-    assert "EMBEDFLOW_DSN_MISSING, which is not set" in log
-    assert not workflow.path("results/db").exists() or not list(workflow.path("results/db").glob("*.json"))
-
-
-def test_an_unreachable_database_is_a_clear_error(workflow):
-    workflow.update_config(precisions=["float32"], database={"dsn_env": "EMBEDFLOW_DSN"})
-    done = workflow.snakemake(check=False, env={"EMBEDFLOW_DSN": "postgresql://rag:hunter2@127.0.0.1:9/rag"})
-    assert done.returncode != 0
-    log = workflow.path("results/logs/load/minilm_float32.log").read_text()
-    assert "cannot connect to the database" in log and "127.0.0.1" in log and "hunter2" not in log
-    assert not list(workflow.path("results/db").glob("*.json")) if workflow.path("results/db").exists() else True
+# An unset DSN variable and an unreachable server stop the run before any job:
+# robustness/test_preflight.py.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,12 +53,13 @@ class Fingerprints:
     texts: np.ndarray
 
 
-def read_chunks(path, text_field: str, positions=None) -> Iterator:
-    """The chunks, as embed read them. A file that no longer reads as a corpus (edited after
-    embedding) stops verify with a message, as it would stop embed."""
+def read_chunks(path, text_field: str, positions=None, skip=()) -> Iterator:
+    """The chunks, as embed read them (``skip``: those rule preflight rejected). A file that no
+    longer reads as a corpus (edited after embedding) stops verify with a message, as it would
+    stop embed."""
     number = 0
     try:
-        for number, chunk in enumerate(iter_chunks(path, text_field, positions), start=1):
+        for number, chunk in enumerate(iter_chunks(path, text_field, positions, skip), start=1):
             if not isinstance(chunk.text, str):
                 raise InputError(f"{path}: chunk #{number} (id {chunk.id!r}): '{text_field}' is not a string; "
                                  "the file changed after embedding; run embed (it validates the file)")
@@ -68,11 +69,11 @@ def read_chunks(path, text_field: str, positions=None) -> Iterator:
                          "after embedding; run embed (it validates the file)") from None
 
 
-def chunk_fingerprints(path, text_field: str, positions, block: int = 65536) -> Fingerprints:
+def chunk_fingerprints(path, text_field: str, positions, block: int = 65536, skip=()) -> Fingerprints:
     """Fingerprints of the selected chunks, kept as arrays a block at a time (no list of strings)."""
     ids, texts = [], []
     id_blocks, text_blocks = [], []
-    for chunk in read_chunks(path, text_field, positions):
+    for chunk in read_chunks(path, text_field, positions, skip):
         ids.append(chunk.id)
         texts.append(sha256_text(chunk.text))
         if len(ids) == block:
@@ -93,25 +94,28 @@ class ChunkSelection:
     positions: list[int] | None  # in test mode, which chunks; None: all of them
     expected: Fingerprints
     corpus: CorpusSummary
+    skip: set[int] = field(default_factory=set)  # positions rule preflight rejected (on_bad_chunk: skip)
 
 
-def select_chunks(path: str | Path, selection: dict) -> ChunkSelection:
+def select_chunks(path: str | Path, selection: dict, skip=()) -> ChunkSelection:
     """Read as a stream (not validate_chunks, which keeps every id in a dict): the sha256
-    check tells whether this is the file that embed validated."""
+    check tells whether this is the file that embed validated. ``skip``: the positions rule
+    preflight rejected, which embed skipped too."""
     text_field = selection["text_field"]
     positions = None
     count = None
     if selection.get("max_chunks") is not None:  # test mode: which chunks embed took
-        count = sum(1 for _ in read_chunks(path, text_field))
+        count = sum(1 for _ in read_chunks(path, text_field, skip=skip))
         positions = select_positions(
             count,
             selection["max_chunks"],
             selection.get("sample", "head"),
             selection.get("seed", 0),
+            skip,
         )
-    expected = chunk_fingerprints(path, text_field, positions)
+    expected = chunk_fingerprints(path, text_field, positions, skip=skip)
     corpus = CorpusSummary(str(path), count if count is not None else len(expected.ids), sha256_file(path))
-    return ChunkSelection(path, text_field, positions, expected, corpus)
+    return ChunkSelection(path, text_field, positions, expected, corpus, set(skip))
 
 
 def examples(positions: list[int], ids_at: dict[int, str]) -> str:
@@ -151,11 +155,11 @@ def fingerprint_names(parquet_path, fingerprints: set[int], batch_rows: int = 65
     return found
 
 
-def chunk_names(chunks_path, text_field: str, positions, fingerprints: set[int]) -> dict[int, str]:
+def chunk_names(chunks_path, text_field: str, positions, fingerprints: set[int], skip=()) -> dict[int, str]:
     found: dict[int, str] = {}
     if not fingerprints:
         return found
-    for chunk in iter_chunks(chunks_path, text_field, positions):
+    for chunk in iter_chunks(chunks_path, text_field, positions, skip):
         fp = int(id_fingerprints([chunk.id])[0])
         if fp in fingerprints:
             found.setdefault(fp, chunk.id)

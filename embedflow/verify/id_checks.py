@@ -49,7 +49,7 @@ def _match_check(parquet_path, selection: ChunkSelection, found: Fingerprints) -
     findings = []
     if len(missing):
         names = chunk_names(selection.path, selection.text_field, selection.positions,
-                            {int(x) for x in missing[:EXAMPLES]})
+                            {int(x) for x in missing[:EXAMPLES]}, selection.skip)
         findings.append(f"{len(missing)} chunk id(s) missing from the file: " + ", ".join(map(repr, names.values())))
     if len(extra):
         names = fingerprint_names(parquet_path, {int(x) for x in extra[:EXAMPLES]})

@@ -79,7 +79,9 @@ def render_markdown(report: Report) -> str:
         f"{report.precision}; {len(report.failing())} failing, "
         f"{sum(c.status == WARN for c in report.checks)} warning, "
         f"{sum(c.status == PASS for c in report.checks)} passing checks; "
-        f"verified in {summary.get('seconds', '?')} s.",
+        f"verified in {summary.get('seconds', '?')} s."
+        + (f" {summary['chunks_rejected']} chunk(s) of the chunks file were rejected (on_bad_chunk: skip) "
+           "and are not in it." if summary.get("chunks_rejected") else ""),
         "",
         "## Checks",
         "",

@@ -27,6 +27,7 @@ from embedflow.provenance import Timer, write_provenance
 from embedflow.snakemake_rule import params_json, run_rule
 from embedflow.verify.decode_checks import decode_checks
 from embedflow.verify.file_checks import dim_check, layout_check, metadata_check, provenance_check, read_record
+from embedflow.rejected import rejected_positions
 from embedflow.verify.fingerprints import ChunkSelection, select_chunks
 from embedflow.verify.id_checks import chunks_sha256_check, id_checks, text_hash_check
 from embedflow.verify.markdown import format_value
@@ -65,8 +66,10 @@ def measure_embeddings(
     probes: str | Path,
     settings: VerifySettings,
     reference: str | Path | None = None,
+    rejected: str | Path | None = None,
 ) -> Report:
-    """Every measurement on one embeddings file; see the package docstring."""
+    """Every measurement on one embeddings file; see the package docstring. ``rejected``: rule
+    preflight's list of the chunks left out (on_bad_chunk: skip), which embed skipped too."""
     started = time.perf_counter()
     report = Report(settings.model_key, settings.precision, str(parquet_path))
     file_record = read_record(provenance)
@@ -75,7 +78,8 @@ def measure_embeddings(
     derived = settings.precision != SOURCE_PRECISION
     if derived and reference is None:
         raise UserError(f"verify of {settings.precision} needs the float32 file it was derived from")
-    inputs = _Inputs(select_chunks(chunks, settings.selection), probe, file_record, embed_record)
+    selection = select_chunks(chunks, settings.selection, rejected_positions(rejected))
+    inputs = _Inputs(selection, probe, file_record, embed_record)
 
     try:
         with pq.ParquetFile(parquet_path) as parquet:
@@ -116,6 +120,7 @@ def measure_embeddings(
         "bytes": file_bytes,
         "sha256": file_sha256,
         "chunks_selected": len(inputs.selection.expected.ids),
+        "chunks_rejected": len(inputs.selection.skip),
         "sample_rows": len(sample.positions),
         "seconds": round(seconds, 3),
         "rows_per_second": round(stream.rows / seconds, 1) if seconds > 0 else None,
@@ -193,6 +198,7 @@ def _main(snakemake) -> None:
         probes=snakemake.input.probes,
         settings=settings,
         reference=snakemake.input.get("reference") or None,
+        rejected=snakemake.input.rejected,
     )
     timer.stop()
     for check in report.checks:

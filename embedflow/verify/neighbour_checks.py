@@ -12,8 +12,9 @@ import json
 
 import numpy as np
 
-from embedflow.chunks import find_texts, is_json_lines, iter_chunks
+from embedflow.chunks import file_positions, find_texts, is_json_lines, iter_chunks
 from embedflow.probes_file import Probes
+from embedflow.text_files import bom_length
 from embedflow.verify.fingerprints import ChunkSelection, ids_at_positions
 from embedflow.verify.passes import Neighbours
 from embedflow.verify.report import Report, at_least
@@ -53,12 +54,13 @@ def texts_at_positions(path, text_field: str, positions) -> dict[int, str]:
         return {chunk.position: chunk.text for chunk in iter_chunks(path, text_field, wanted)}
     position, last = 0, max(wanted)
     with open(path, "rb") as handle:
+        handle.seek(bom_length(path))
         for raw in handle:
-            line = raw.decode("utf-8")
-            if not line.strip():
+            # Blank as chunks.iter_chunks counts it; a line that is not UTF-8 (rejected) is not.
+            if not raw.decode("utf-8", errors="replace").strip():
                 continue
             if position in wanted:
-                found[position] = json.loads(line)[text_field]
+                found[position] = json.loads(raw.decode("utf-8"))[text_field]
             position += 1
             if position > last:
                 break
@@ -116,10 +118,14 @@ def spot_check(parquet_path, selection: ChunkSelection, probe: Probes, n: Neighb
 def _texts_of_rows(selection: ChunkSelection, ids: dict[int, str], in_order: bool) -> dict[str, str]:
     """Texts by id of the rows ``ids`` (position: id)."""
     if not in_order:
-        return find_texts(selection.path, selection.text_field, set(ids.values()))
-    # rows in the order of the chunks: read just those chunks
-    positions = selection.positions
-    chunk_position = (lambda row: row) if positions is None else (lambda row: positions[row])
+        return find_texts(selection.path, selection.text_field, set(ids.values()), selection.skip)
+    # rows in the order of the chunks: read just those chunks (the file's positions, past
+    # any chunk rule preflight rejected)
+    positions, skip = selection.positions, selection.skip
+    if positions is not None:
+        chunk_position = lambda row: positions[row]  # noqa: E731
+    else:
+        chunk_position = lambda row: file_positions([row], skip)[0] if skip else row  # noqa: E731
     at = texts_at_positions(selection.path, selection.text_field, [chunk_position(int(row)) for row in ids])
     return {ids[row]: at.get(chunk_position(int(row)), "") for row in ids}
 

@@ -16,12 +16,19 @@ def run_failing(workflow, *args):
     return done.stdout + done.stderr
 
 
+def preflight_log(workflow) -> str:
+    """Rule preflight validates the chunks before any model job (embedflow.preflight)."""
+    return workflow.path("results/logs/preflight.log").read_text()
+
+
 def embed_log(workflow) -> str:
     return workflow.path("results/logs/embed/minilm.log").read_text()
 
 
 def assert_nothing_written(workflow):
+    """No model job started: no embeddings, not even an embed log."""
     assert not list(workflow.path("results/embeddings").glob("*"))
+    assert not workflow.path("results/logs/embed").exists()
 
 
 BAD_CHUNKS = {
@@ -49,10 +56,11 @@ def test_bad_chunks_file(workflow, case):
     name, raw, message = BAD_CHUNKS[case]
     workflow.path(f"data/{name}").write_bytes(raw)
     workflow.update_config(chunks=f"data/{name}")
-    run_failing(workflow)
-    log = embed_log(workflow)
+    console = run_failing(workflow)
+    log = preflight_log(workflow)
     assert message in log and f"data/{name}" in log, log
     assert log.count(" ERROR ") == 1 and "Traceback" not in log
+    assert message in console and "Traceback" not in console
     assert_nothing_written(workflow)
 
 
@@ -62,7 +70,7 @@ def test_summary_as_text_field_missing_on_some_chunks(workflow):
     write_chunks(workflow.path("data/chunks.json"), chunks)
     workflow.update_config(text_field="summary")
     run_failing(workflow)
-    assert f"chunk #4 (id '{chunks[3]['id']}'): has no 'summary' (it is the configured text field" in embed_log(workflow)
+    assert f"chunk #4 (id '{chunks[3]['id']}'): has no 'summary' (it is the configured text field" in preflight_log(workflow)
     assert_nothing_written(workflow)
 
 
@@ -72,10 +80,9 @@ def test_one_bad_chunk_at_the_end_of_100k_is_found_before_the_model_loads(workfl
     workflow.path("data/big.jsonl").write_text("\n".join(lines) + "\n")
     workflow.update_config(chunks="data/big.jsonl")
     run_failing(workflow)
-    log = embed_log(workflow)
+    log = preflight_log(workflow)
     assert "data/big.jsonl, line 100001: chunk #100001 (id 'last'): has no 'content'" in log
-    assert "loading" not in log
-    assert_nothing_written(workflow)
+    assert_nothing_written(workflow)  # no model was loaded
 
 
 def test_a_1mb_chunk_is_embedded_truncated_with_a_warning(workflow):
@@ -101,6 +108,13 @@ HOSTILE_CONFIG = {
     "table_template_injection": ({"database": {"table": 'x"; DROP TABLE users; --{model}{precision}'}},
                                  "is not a valid identifier"),
     "table_template_unknown_field": ({"database": {"table": "{model}_{dim}"}}, "is not a valid template"),
+    # One table for two model × precision: the second load would replace the first's.
+    "table_template_without_precision": ({"database": {"table": "t_{model}"}},
+                                         "gives minilm × float32 and minilm × float16 the same table 't_minilm'"),
+    "table_name_longer_than_49_bytes": ({"database": {"table": "{model}_{precision}_vectors_for_semantic_search_version2"}},
+                                        "'minilm_float32_vectors_for_semantic_search_version2' is 51 bytes, more than 49"),
+    "table_named_like_the_registry": ({"precisions": ["float32"], "database": {"table": "embedflow_tables"}},
+                                      "the workflow's registry of loaded tables"),
 }
 
 

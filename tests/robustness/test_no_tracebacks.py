@@ -1,0 +1,131 @@
+"""Every rule's failure ends with one clear line on the console; its traceback is in its log only.
+
+One workflow with a local model, its PCA and projection-head variants, a
+second model, two precisions and a query set
+is run to the end once. Each scenario copies it, damages files so that the
+rules named fail when Snakemake reruns them, and runs it with --keep-going:
+the rules that failed are exactly those, the console shows each failed job's
+error line and never a Python traceback, and where the failure was not one
+the workflow foresaw (``rule X failed: <type>: …``) the traceback is in that
+job's log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import Workflow, example_chunks, make_workflow
+
+PAIRS = [{"query": f"what does chunk {i} say", "positive": chunk["content"]} for i, chunk in
+         enumerate(example_chunks(6))]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_model) -> Workflow:
+    workflow = make_workflow(tmp_path_factory.mktemp("notb") / "workflow")
+    shutil.copytree(tiny_model, workflow.path("data/model"))  # a local model this workflow may damage
+    workflow.path("data/pairs.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in PAIRS))
+    chunks = example_chunks(12)
+    workflow.path("data/queries.jsonl").write_text("".join(
+        json.dumps({"query_id": f"q{i}", "query": chunks[i]["content"][:60], "relevant": [chunks[i]["id"]]}) + "\n"
+        for i in (2, 5)))
+    workflow.update_config(
+        queries="data/queries.jsonl",
+        precisions=["float32", "float16"],
+        models={
+            "base": {"source": "data/model"},
+            "base_pca": {"base": "base", "pca": {"dim": 8}},
+            "base_head": {"base": "base", "projection_head": {"dim": 8, "pairs": "data/pairs.jsonl"}},
+            "other": {"source": str(tiny_model)},
+        },
+    )
+    workflow.snakemake("--cores", "2")
+    return workflow
+
+
+def garbage(workflow, relative: str) -> None:
+    """Newer than everything made from it, so its consumers rerun."""
+    workflow.path(relative).write_bytes(b"this is not the file it should be\n")
+
+
+def model_folder(workflow):
+    garbage(workflow, "data/model/config.json")
+
+
+def intermediate_files(workflow):
+    garbage(workflow, "results/embeddings/embeddings_base_float32.parquet")
+    garbage(workflow, "results/verify/base_head.probes.parquet")
+    garbage(workflow, "results/verify/other_float32.measures.json")
+    dropped = workflow.embedflow("psql", "-c", "DROP TABLE other_float16")
+    assert dropped.returncode == 0, dropped.stderr
+    workflow.path("results/db/other_float16.index.json").unlink()  # so the index is built again
+
+
+def query_vectors_pca_and_rejected_file(workflow):
+    garbage(workflow, "results/eval/other.queries.parquet")
+    garbage(workflow, "results/reduce/base_pca.pca.npz")
+    for marker in ("loaded", "index"):  # without the index marker, a missing load marker reruns nothing
+        workflow.path(f"results/db/base_head_float16.{marker}.json").unlink()
+    rejected = workflow.path("results/rejected/chunks.jsonl")
+    stat = rejected.stat()
+    rejected.write_text("{not a record\n")
+    os.utime(rejected, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ancient: its mtime never reruns anything
+
+
+def evaluation_report(workflow):
+    garbage(workflow, "results/eval/base_head_float32.json")
+
+
+def chunks_file(workflow):
+    path = workflow.path("data/chunks.json")
+    path.write_text(path.read_text().replace('"content":', '"text":', 1))
+
+
+# scenario -> (damage, the rules that must fail)
+SCENARIOS = {
+    "model_folder": (model_folder, {"embed", "encode_queries", "train_head"}),
+    "intermediate_files": (intermediate_files, {"convert", "probe", "fit_pca", "measure", "verify", "index"}),
+    # The PCA file is also an input of the queries' encoding.
+    "query_vectors_pca_and_rejected_file": (query_vectors_pca_and_rejected_file,
+                                            {"evaluate", "project", "encode_queries", "load"}),
+    "evaluation_report": (evaluation_report, {"eval_summary"}),
+    "chunks_file": (chunks_file, {"preflight"}),
+}
+
+
+def failed_jobs(console: str) -> list[tuple[str, str]]:
+    """(rule, log) of each job Snakemake reports failed."""
+    jobs = []
+    for block in console.split("Error in rule ")[1:]:
+        rule = block.split(":", 1)[0]
+        log = re.search(r"^\s+log: (\S+) \(check log file", block, re.M)
+        jobs.append((rule, log.group(1) if log else None))
+    return jobs
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_each_rule_fails_with_one_line_and_no_traceback(finished, tmp_path, scenario):
+    copy = Workflow(tmp_path / "w")
+    subprocess.run(["cp", "-a", str(finished.root), str(copy.root)], check=True)  # keeps pgdata's owner
+    damage, rules = SCENARIOS[scenario]
+    damage(copy)
+    done = copy.snakemake("--cores", "2", "--keep-going", check=False)
+    console = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Traceback" not in console, console
+    jobs = failed_jobs(console)
+    assert {rule for rule, _ in jobs} == rules, console
+    for rule, log in jobs:
+        errors = [line for line in copy.path(log).read_text().splitlines() if " ERROR " in line]
+        assert errors, (rule, log)
+        line = errors[-1].split(" ERROR ", 1)[1]
+        assert line in console, (rule, line)  # the log's last error line, on the console as it is
+        if f"rule {rule} failed: " in line:  # not foreseen: the traceback is in the log, for a developer
+            assert f"(traceback in {log})" in line
+            assert "Traceback (most recent call last)" in copy.path(log).read_text()
