@@ -26,6 +26,8 @@ include: "rules/index.smk"
 include: "rules/encode_queries.smk"
 include: "rules/evaluate.smk"
 include: "rules/eval_summary.smk"
+include: "rules/sweep.smk"
+include: "rules/decision.smk"
 
 
 onstart:

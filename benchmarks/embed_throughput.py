@@ -162,7 +162,8 @@ def overhead(args) -> None:
 
     from embedflow.chunks import iter_chunks, validate_chunks
     from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
-    from embedflow.encoder import weights_sha256, l2_normalize, resolve_source
+    from embedflow.encoder import resolve_source, weights_sha256
+    from embedflow.vectors import l2_normalize
     from embedflow.hashing import sha256_text
     from transformers import AutoTokenizer
 

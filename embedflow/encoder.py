@@ -17,7 +17,8 @@ import numpy as np
 from embedflow.bundled import BUNDLED_MODELS, BUNDLED_PREFIX, bundled_folder
 from embedflow.errors import ConfigError, UserError
 from embedflow.hashing import sha256_file, sha256_tree
-from embedflow.project import Projection, for_variant, l2_normalize
+from embedflow.projection import Projection, for_variant
+from embedflow.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 

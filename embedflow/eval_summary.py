@@ -103,6 +103,8 @@ def markdown(rows: list[dict], queries: int, corpus: dict | None = None) -> str:
         f"(nDCG@10 {per_byte['ndcg@10']:.3f} at {per_byte['parquet_bytes']:.0f} B/vector).",
         f"**Smallest within 1% of the best nDCG@10:** {smallest_good['model']} {smallest_good['precision']} "
         f"(nDCG@10 {smallest_good['ndcg@10']:.3f} at {smallest_good['parquet_bytes']:.0f} B/vector).",
+        "**Which configuration to serve** (pgvector type, index and search setting within the budgets, its SQL "
+        "and its cost at the target size): [decision.md](decision.md).",
         "",
     ]
     return "\n".join(lines + dimension_markdown(rows))

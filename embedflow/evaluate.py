@@ -28,31 +28,13 @@ from embedflow.query_set import read_queries
 from embedflow.precision import convert, to_float32
 from embedflow.provenance import Timer, write_provenance
 from embedflow.snakemake_rule import params_json, run_rule
+from embedflow.vectors import RunningTopK
 
 log = logging.getLogger(__name__)
 TOP_K = 10
 
 
 # --- (a) exact, in memory -------------------------------------------------------------
-
-
-class RunningTopK:
-    """Top-k corpus rows per query over a stream of corpus batches (higher score first)."""
-
-    def __init__(self, queries: int, k: int):
-        self.k = k
-        self.scores = np.full((queries, 0), -np.inf, dtype=np.float64)
-        self.ids = np.empty((queries, 0), dtype=object)
-
-    def add(self, scores: np.ndarray, ids: list[str]) -> None:
-        merged_scores = np.concatenate([self.scores, scores], axis=1)
-        merged_ids = np.concatenate([self.ids, np.broadcast_to(np.array(ids, dtype=object), scores.shape)], axis=1)
-        keep = np.argsort(-merged_scores, axis=1, kind="stable")[:, : self.k]
-        self.scores = np.take_along_axis(merged_scores, keep, axis=1)
-        self.ids = np.take_along_axis(merged_ids, keep, axis=1)
-
-    def rankings(self, query_ids: list[str]) -> dict[str, list[str]]:
-        return {query_id: list(self.ids[row]) for row, query_id in enumerate(query_ids)}
 
 
 def query_as_corpus(queries: np.ndarray, precision: str) -> np.ndarray:
@@ -69,7 +51,7 @@ def exact_rankings(path: str | Path, query_ids: list[str], queries: np.ndarray, 
     ranges = meta.ranges_array()
     treated = query_as_corpus(queries, meta.precision)
     keep = max(k, rescore)
-    top = RunningTopK(len(query_ids), keep)
+    top = RunningTopK(len(query_ids), keep, dtype=np.float64)
     query_bits = (queries > 0).astype(np.float32) * 2 - 1
     for batch in iter_batches(path):
         corpus = to_float32(batch.vectors, meta.precision, meta.dim, ranges)
@@ -153,7 +135,7 @@ def answerable(query_ids, queries, relevant, corpus_ids):
     return ids, queries[kept], {q: relevant[q] & corpus_ids for q in ids}, skipped
 
 
-def evaluate_main(snakemake) -> None:
+def _main(snakemake) -> None:
     timer = Timer()
     settings = params_json(snakemake, "evaluation")
     query_ids, _, relevant = read_queries(snakemake.input.queries)
@@ -199,4 +181,5 @@ def evaluate_main(snakemake) -> None:
 
 
 def run(snakemake) -> None:
-    run_rule(snakemake, evaluate_main)
+    """Rule ``evaluate``."""
+    run_rule(snakemake, _main)

@@ -45,7 +45,11 @@ INDEXED = f"{MARKERS}/{{model}}_{{precision}}{INDEX_SUFFIX}"
 QUERY_VECTORS = f"{RESULTS}/eval/{{model}}.queries.parquet"
 EVALUATION = f"{RESULTS}/eval/{{model}}_{{precision}}.json"
 SUMMARY = f"{RESULTS}/eval/summary"  # .md and .csv
-PLOT = f"{RESULTS}/eval/{{name}}.png"  # quality_vs_bytes | quality_vs_latency | quality_vs_dim
+PLOT = f"{RESULTS}/eval/{{name}}.png"  # quality_vs_bytes | quality_vs_latency | quality_vs_dim | decision_pareto
+
+# decision: every servable index x search setting of a table (sweep), then one report (decision)
+SWEEP = f"{RESULTS}/eval/{{model}}_{{precision}}.sweep.json"
+DECISION = f"{RESULTS}/eval/decision"  # .md and .json
 
 
 def rejected_path(chunks: str) -> str:

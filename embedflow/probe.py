@@ -33,6 +33,7 @@ from embedflow.probes_file import Probes, write_probes
 from embedflow.provenance import Timer, torch_device_info, write_provenance
 from embedflow.rejected import rejected_positions
 from embedflow.snakemake_rule import params_json, run_rule
+from embedflow.vectors import row_cosines
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def probe_model(
     adapter_applied = bool(encoder.identity.get("adapter_applied"))
     if adapter_applied:
         without = _encode_without_adapter(encoder, groups, settings.batch_size)
-        cosines = _cosines(vectors, without)
+        cosines = np.nan_to_num(row_cosines(vectors, without)[0], nan=0.0)  # a zero row: 0
         log.info(
             "adapter %s: cosine with / without it over %d probe texts: mean %.6f, max %.6f",
             settings.model["adapter"], len(cosines), cosines.mean(), cosines.max(),
@@ -142,12 +143,7 @@ def probe_model(
     return ProbeResult(probes, encoder, timer)
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return (a * b).sum(1) / np.where(norms == 0, 1, norms)
-
-
-def main(snakemake) -> None:
+def _main(snakemake) -> None:
     model = params_json(snakemake, "model")
     probes = params_json(snakemake, "probes")
     runtime = params_json(snakemake, "runtime")
@@ -182,4 +178,5 @@ def main(snakemake) -> None:
 
 
 def run(snakemake) -> None:
-    run_rule(snakemake, main)
+    """Rule ``probe``."""
+    run_rule(snakemake, _main)

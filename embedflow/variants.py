@@ -104,6 +104,8 @@ def resolve(models: dict, key: str) -> dict:
         variant.update(settings, path=PCA_FILE.format(model=key))
         return {**base, "variant": variant}
     settings = {name: spec["projection_head"][name] for name in HEAD_KEYS}
+    if not settings["unfreeze_backbone"]:
+        del settings["backbone_learning_rate"]  # only a step of the backbone uses it
     variant.update(settings)
     # The trained folder holds the base (with its adapter and truncation baked in) and the head.
     return {

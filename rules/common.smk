@@ -13,6 +13,7 @@ sys.path.insert(0, workflow.basedir)
 from embedflow.config import canonical_json, model_output_slice, selection_slice
 from embedflow.database import DatabaseSettings, describe_target
 from embedflow.paths import (
+    DECISION,
     EMBEDDINGS,
     EVALUATION,
     HEAD_FOLDER,
@@ -25,6 +26,7 @@ from embedflow.paths import (
     PROBES,
     QUERY_VECTORS,
     SUMMARY,
+    SWEEP,
     VERIFY_MARKDOWN,
     VERIFY_REPORT,
     embeddings_path,
@@ -111,7 +113,8 @@ def all_targets():
 def evaluation_targets():
     if not config["queries"]:
         return []
-    return [f"{SUMMARY}.md"]
+    # decision: needs a table pgvector can serve (int8 alone has none)
+    return [f"{SUMMARY}.md"] + ([f"{DECISION}.md"] if LOADABLE_PRECISIONS else [])
 
 
 def unless_configured(precision, path):
@@ -166,6 +169,15 @@ def query_encoder_slice(key):
 
 def query_encoder_params(wildcards):
     return query_encoder_slice(wildcards.model)
+
+
+def query_vector_params(wildcards):
+    # What changes the query vectors alone: as above, less the document prompt,
+    # which only goes before chunks (probe and train_head encode chunks too).
+    spec = MODELS[wildcards.model]
+    output = model_output_slice(spec)
+    del output["document_prompt"]
+    return canonical_json({**output, "query_prompt": spec["query_prompt"]})
 
 
 def selection_params(wildcards):

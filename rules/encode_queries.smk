@@ -17,7 +17,7 @@ rule encode_queries:
     resources:
         gpu=1,
     params:
-        model=query_encoder_params,
+        model=query_vector_params,
         runtime=embed_runtime_params,
     script:
         "../scripts/encode_queries.py"

@@ -17,15 +17,28 @@ rule evaluate:
     conda:
         "../envs/evaluate.yaml"
     params:
-        evaluation=canonical_json(
+        # What this precision's evaluation reads: the index settings where pgvector
+        # holds the precision, the re-rank depth for binary. int8 (Parquet only) reads
+        # no index, table or database, so their settings never rerun it.
+        evaluation=lambda w: canonical_json(
             {
-                "index": index_settings(),
-                "rerank_candidates": config["index"]["rerank_candidates"],
+                **(
+                    {"index": index_settings()}
+                    if w.precision in LOADABLE_PRECISIONS
+                    else {}
+                ),
+                **(
+                    {"rerank_candidates": config["index"]["rerank_candidates"]}
+                    if w.precision == "binary"
+                    else {}
+                ),
             }
         ),
-        # The table's name, also for int8 (not loaded: evaluate reads it only
-        # where an index is among its inputs); table_for refuses int8.
-        table=lambda w: table_name(config["database"]["table"], w.model, w.precision),
-        database=database_params,
+        table=lambda w: table_for(w) if w.precision in LOADABLE_PRECISIONS else "",
+        database=lambda w: (
+            database_params(w)
+            if w.precision in LOADABLE_PRECISIONS
+            else canonical_json(None)
+        ),
     script:
         "../scripts/evaluate.py"

@@ -24,7 +24,9 @@ rule train_head:
         # What changes the base's vectors, and the prompts the pairs are encoded with.
         base=lambda w: query_encoder_slice(variant_of(w)["base"]),
         variant=variant_params,
-        selection=selection_params,
+        # The pairs name their passages among all chunks: test-mode sampling never
+        # changes the head.
+        selection=canonical_json({"text_field": config["text_field"]}),
         # The base's batch size and the device: speed, not the head (untracked, see
         # embed_runtime_params in common.smk).
         runtime=lambda w, resources: runtime_params_of(variant_of(w)["base"]),

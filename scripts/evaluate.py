@@ -4,6 +4,6 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the workflow's own package
 
-from embedflow import evaluate
+from embedflow.evaluate import run
 
-evaluate.run(snakemake)
+run(snakemake)

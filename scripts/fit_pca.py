@@ -1,9 +1,9 @@
-"""Rule `fit_pca` (rules/variants.smk): the logic is in embedflow.project."""
+"""Rule `fit_pca` (rules/fit_pca.smk): the logic is in embedflow.fit_pca."""
 
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the workflow's own package
 
-from embedflow import project
+from embedflow.fit_pca import run
 
-project.run_fit_pca(snakemake)
+run(snakemake)

@@ -1,9 +1,9 @@
-"""Rule `measure` (rules/verify.smk): the logic is in embedflow.verify."""
+"""Rule `measure` (rules/measure.smk): the logic is in embedflow.verify.measure."""
 
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the workflow's own package
 
-from embedflow import verify
+from embedflow.verify.measure import run
 
-verify.run_measure(snakemake)
+run(snakemake)

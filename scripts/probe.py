@@ -1,9 +1,9 @@
-"""Rule `probe` (rules/verify.smk): the logic is in embedflow.probe."""
+"""Rule `probe` (rules/probe.smk): the logic is in embedflow.probe."""
 
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the workflow's own package
 
-from embedflow import probe
+from embedflow.probe import run
 
-probe.run(snakemake)
+run(snakemake)

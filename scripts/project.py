@@ -1,9 +1,9 @@
-"""Rule `project` (rules/variants.smk): the logic is in embedflow.project."""
+"""Rule `project` (rules/project.smk): the logic is in embedflow.project."""
 
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the workflow's own package
 
-from embedflow import project
+from embedflow.project import run
 
-project.run_project(snakemake)
+run(snakemake)

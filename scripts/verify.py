@@ -4,6 +4,6 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # the workflow's own package
 
-from embedflow import verify
+from embedflow.verify import run
 
-verify.run(snakemake)
+run(snakemake)

@@ -81,15 +81,22 @@ class Workflow:
         return self.root / relative
 
 
-def job_counts(output: str) -> Counter:
-    """Jobs of a Snakemake run or dry run, by rule, from its job stats (without `all`)."""
+def job_counts(output: str) -> dict[str, int]:
+    """Jobs by rule from a dry run's output (Snakemake's "Job stats" table), without the
+    `all` target; {} when it plans nothing (nothing to be done, or planning failed)."""
     if "Job stats:" not in output:
-        return Counter()
-    stats = output[output.index("Job stats:"):].split("\n\n")[0]
-    jobs = Counter({rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)})
-    jobs.pop("all", None)
-    jobs.pop("total", None)
+        return {}
+    table = output[output.index("Job stats:"):].split("\n\n")[0]
+    jobs = {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
+    total, target = jobs.pop("total"), jobs.pop("all", 0)
+    assert total == sum(jobs.values()) + target, table
     return jobs
+
+
+def planned_jobs(workflow: Workflow, *args: str) -> dict[str, int]:
+    """The jobs `snakemake --dry-run` plans (default rerun triggers), by rule."""
+    done = workflow.snakemake("--dry-run", "--quiet=rules", *args)
+    return job_counts(done.stdout + done.stderr)
 
 
 def make_workflow(root: Path, chunk_count: int = 12) -> Workflow:

