@@ -74,10 +74,10 @@ DEFECTS = (
     ),
     Defect(
         "params",
-        "a changed document prompt reruns the model's jobs",
+        "a changed test-mode seed reruns what embedded the sample (the key dropped from embed's params)",
         "embedflow/config.py",
-        '    "document_prompt",\n',
-        "",
+        'selection["seed"] = test_mode["seed"]',
+        "pass",
         ("tests/test_change_matrix.py::test_change_matrix_reruns_exactly_what_is_stale",),
     ),
     Defect(
