@@ -1,11 +1,13 @@
 """embedflow: the library behind the embedding workflow.
 
 Each rule X of the workflow (rules/X.smk, scripts/X.py) has its logic in the
-module of the same name here, entered through ``run(snakemake)``: ``embed``,
-``convert``, ``probe``, ``verify.measure`` and ``verify`` (a package),
-``load``, ``index``, ``encode_queries``, ``evaluate``, ``eval_summary``, and
-for variants ``fit_pca``, ``project`` and ``train_head``. Beside them are the
-shared pieces: ``chunks`` (the corpus), ``encoder`` (models, devices, compute
+module of the same name here, entered through ``run(snakemake)``:
+``preflight``, ``embed``, ``convert``, ``probe``, ``verify.measure`` and
+``verify`` (a package), ``load``, ``index``, ``encode_queries``, ``evaluate``,
+``eval_summary``, and for variants ``fit_pca``, ``project`` and
+``train_head``; ``onstart`` holds the checks the Snakefile makes when a run
+starts. Beside them are the shared pieces: ``chunks`` (the corpus, with
+``storable``, ``text_files`` and ``rejected``), ``encoder`` (models, devices, compute
 precision), ``precision`` (the dtype map and the casts), ``embeddings_file``
 (the Parquet contract), ``vectors`` (vector math), ``projection``,
 ``database``, ``tables`` and ``search`` (pgvector), ``metrics``,

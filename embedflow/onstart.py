@@ -3,10 +3,10 @@
 Each check is made only when the run has a job that needs it, and at every
 such run (not cached in a job's output: today's server, today's files):
 
-* the database, for load, index and evaluate: ``database.dsn_env`` names a
+* the database, for load, index, evaluate and sweep: ``database.dsn_env`` names a
   variable that is set, the server answers, and its pgvector is at least 0.7
   (the embedded server: it starts);
-* the query set, for encode_queries and evaluate; each projection head's
+* the query set, for encode_queries, evaluate and sweep; each projection head's
   pairs file, for train_head (its ``positive_id`` values are matched with the
   chunks by train_head, before its model loads); each adapter folder's
   ``adapter_config.json``, for the jobs that load a model;
@@ -30,8 +30,8 @@ from embedflow.query_set import read_queries
 
 log = logging.getLogger(__name__)
 
-DATABASE_RULES = frozenset({"load", "index", "evaluate"})
-QUERY_RULES = frozenset({"encode_queries", "evaluate"})
+DATABASE_RULES = frozenset({"load", "index", "evaluate", "sweep"})
+QUERY_RULES = frozenset({"encode_queries", "evaluate", "sweep"})
 MODEL_RULES = frozenset({"embed", "probe", "encode_queries", "train_head"})
 
 
