@@ -331,13 +331,14 @@ def test_config_example_names_the_three_ways():
 def test_changing_a_variant_reruns_that_variant_only(example):
     from collections import Counter
 
-    from test_reproducibility import planned_jobs
+    from conftest import planned_jobs
 
     original = example.config_path.read_text()
     precisions = len(example.config["precisions"])
     loadable = sum(p in ("float32", "float16", "bfloat16", "binary") for p in example.config["precisions"])
     per_variant = {"convert": precisions - 1, "probe": 1, "measure": precisions, "verify": precisions,
-                   "load": loadable, "index": loadable, "encode_queries": 1, "evaluate": precisions}
+                   "load": loadable, "index": loadable, "encode_queries": 1, "evaluate": precisions,
+                   "sweep": loadable, "decision": 1}  # the variant's servable tables are swept again
     try:
         assert planned_jobs(example) == Counter()
         config = example.config
