@@ -124,8 +124,9 @@ def test_a_second_run_does_nothing(finished):
 
 def test_dry_run_lists_jobs_and_runs_nothing(workflow):
     # minilm x float32 float16 int8 binary; pgvector holds all but int8
-    assert planned_jobs(workflow) == {"embed": 1, "probe": 1, "convert": 3, "measure": 4, "verify": 4,
-                                      "load": 3, "index": 3}
+    # (preflight validates the chunks once, before the model jobs)
+    assert planned_jobs(workflow) == {"preflight": 1, "embed": 1, "probe": 1, "convert": 3, "measure": 4,
+                                      "verify": 4, "load": 3, "index": 3}
     assert not workflow.path("results").exists()
 
 
