@@ -44,7 +44,14 @@ from embedflow.serving import (
     swap_in,
 )
 from embedflow.snakemake_rule import params_json, run_rule
-from embedflow.table_plan import choose_strategy, diff_counts, first_load_counts, stage_hashes, vectors_identity
+from embedflow.table_plan import (
+    choose_strategy,
+    diff_counts,
+    first_load_counts,
+    plan_beside_outcome,
+    stage_hashes,
+    vectors_identity,
+)
 from embedflow.tables import PKEY_SUFFIX, STAGING_SUFFIX, VectorColumn, column_type
 
 log = logging.getLogger(__name__)
@@ -244,7 +251,8 @@ def main(snakemake) -> None:
                 "serving (how, not what: does not change the output)": params_json(snakemake, "serving")},
         inputs=[snakemake.input.parquet, snakemake.input.chunks, snakemake.input.rejected, snakemake.input.report],
         timing=timer.stop().record(facts["rows"]),
-        extra={"server": facts["server"], "corpus": {"rejected": len(skip), "rejected_file": snakemake.input.rejected}},
+        extra={"server": facts["server"], "corpus": {"rejected": len(skip), "rejected_file": snakemake.input.rejected},
+               "plan": plan_beside_outcome(table, read_metadata(snakemake.input.parquet).corpus_sha256, facts)},
     )
 
 

@@ -102,9 +102,14 @@ def ensure_registry(connection) -> None:
         )
         # Since diff loads: the oid of the table the row describes (older registries lack it), and
         # the identity of the encoder that made its vectors, when provenance names it (a plan compares).
-        for column in ("oid bigint", "identity_key text"):
-            cursor.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {}").format(
-                sql.Identifier(REGISTRY_TABLE), sql.SQL(column)))
+        # Only when missing: ALTER TABLE locks the registry against readers until the load commits.
+        present = {name for (name,) in cursor.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND NOT attisdropped",
+            (REGISTRY_TABLE,))}
+        for name, type_ in (("oid", "bigint"), ("identity_key", "text")):
+            if name not in present:
+                cursor.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                    sql.Identifier(REGISTRY_TABLE), sql.Identifier(name), sql.SQL(type_)))
 
 
 def record_load(cursor, table: str, meta, column: VectorColumn, rows: int, parquet_sha256: str, oid: int,
@@ -198,6 +203,7 @@ def swap_in(cursor, table: str, index_statement: str | None, lock_timeout: str) 
 
     staging = table + STAGING_SUFFIX
     cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(staging)))  # plans for the new rows from the start
+    copy_grants(cursor, table, staging)
     cursor.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout)))
     cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
     cursor.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(table)))
@@ -206,3 +212,19 @@ def swap_in(cursor, table: str, index_statement: str | None, lock_timeout: str) 
     if index_statement is not None:
         put_index_in_place(cursor, table, index_statement)
         log.info("%s: built %s with the new table", table, index_name(table))
+
+
+def copy_grants(cursor, table: str, staging: str) -> None:
+    """The privileges granted on ``table`` (a search service's SELECT), granted on its
+    replacement too: a new table has only its owner's."""
+    from psycopg import sql
+
+    grants = cursor.execute(
+        """SELECT a.privilege_type, CASE WHEN a.grantee = 0 THEN NULL ELSE a.grantee::regrole::text END, a.is_grantable
+           FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = to_regclass(%s) AND a.grantee <> c.relowner""",
+        (table,),
+    ).fetchall()
+    for privilege, grantee, grantable in grants:
+        cursor.execute(sql.SQL("GRANT {} ON {} TO {}{}").format(
+            sql.SQL(privilege), sql.Identifier(staging), sql.SQL("PUBLIC") if grantee is None else sql.SQL(grantee),
+            sql.SQL(" WITH GRANT OPTION" if grantable else "")))

@@ -293,3 +293,26 @@ def vectors_identity(parquet_path: str | Path) -> str | None:
     if record.get("rule") == "embed":
         return (record.get("cache") or {}).get("identity_key")
     return None
+
+
+def plan_beside_outcome(table: str, corpus_sha256: str, facts: dict, path: str | Path | None = None) -> dict | None:
+    """What the saved plan (``embedflow plan``, results/plan.json) predicted for ``table`` on
+    this corpus, beside what the load did; None without such a plan."""
+    import json
+
+    from embedflow import paths
+
+    path = Path(path or getattr(paths, "PLAN", "results/plan.json"))
+    try:
+        plan = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    predicted = (plan.get("tables") or {}).get(table)
+    if plan.get("corpus", {}).get("sha256") != corpus_sha256 or not predicted:
+        return None
+    keys = ("strategy", *COUNTS)
+    outcome = {"strategy": facts["strategy"], "insert": facts["inserted"], "update": facts["updated"],
+               "delete": facts["deleted"], "keep": facts["unchanged"]}
+    predicted = {key: predicted.get(key) for key in keys}
+    return {"planned_at": plan.get("planned_at"), "predicted": predicted, "outcome": outcome,
+            "agree": predicted == outcome}

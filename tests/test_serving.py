@@ -21,11 +21,17 @@ from embedflow.database import _forget_dead_handles, describe_target
 from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
 from embedflow.hashing import sha256_text
 from embedflow.index import IndexSettings, build_index, index_name
-from embedflow.provenance import provenance_path
 from embedflow.load import load_table
+from embedflow.provenance import provenance_path
 from embedflow.search import query_value, search, search_sql
 from embedflow.serving import ServingSettings
-from embedflow.table_plan import parquet_row_hashes, plan_servable_tables, plan_table, record_hashes
+from embedflow.table_plan import (
+    parquet_row_hashes,
+    plan_beside_outcome,
+    plan_servable_tables,
+    plan_table,
+    record_hashes,
+)
 from test_load import _backend_exists, _copy_writing_rows, _poll
 
 SERVING = ServingSettings(index=IndexSettings(), build=INDEX_BUILD)
@@ -109,6 +115,10 @@ def test_a_corpus_edit_is_applied_as_exactly_its_diff_and_keeps_the_index(db, em
     counts = {"insert": 2, "update": 3, "delete": 1, "keep": 44}
     assert {name: predicted[name] for name in counts} == counts == {name: exact[name] for name in counts}
     assert (predicted["strategy"], predicted["index"]) == ("diff", "kept")
+    # the load's provenance shows a saved plan's prediction beside what it did
+    saved = write_json(tmp_path / "plan.json", {"corpus": {"sha256": "corpus-2"}, "tables": {table: predicted}})
+    assert plan_beside_outcome(table, "corpus-2", facts, saved)["agree"] is True
+    assert plan_beside_outcome(table, "another corpus", facts, saved) is None
     assert (facts["strategy"], facts["inserted"], facts["updated"], facts["deleted"], facts["unchanged"]) == (
         "diff", 2, 3, 1, 44)
     assert facts["rows"] == 49 and facts["oid"] == table_before
@@ -170,8 +180,13 @@ def test_a_large_change_or_a_new_column_builds_a_new_table_with_its_index(db, tm
     predicted = plan_table(parquet_row_hashes(second[0], second[1]), db, table)
     assert (predicted["strategy"], predicted["update"], predicted["index"]) == ("full", 30, "rebuilt with the new table")
     before = table_oid(db, table)
+    db.execute("DO $$ BEGIN CREATE ROLE embedflow_test_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    db.execute(f"GRANT SELECT ON {table} TO embedflow_test_reader")
+    db.commit()
     facts = load_table(db, table, second[1], second[0], serving=SERVING)
     assert (facts["strategy"], facts["updated"], facts["unchanged"]) == ("full", 30, 20)
+    granted = db.execute("SELECT has_table_privilege('embedflow_test_reader', %s, 'SELECT')", (table,)).fetchone()[0]
+    assert granted  # a search service's grant survives the swap
     assert "more than database.full_reload_above (50%)" in facts["full_load_reason"]
     assert table_oid(db, table) != before and index_oid(db, table) is not None
     assert build_index(db, table, IndexSettings(recall_sample=5), INDEX_BUILD)["rebuilt"] is False
