@@ -33,8 +33,9 @@ def sha256_tree(folder: str | Path) -> dict[str, str]:
 def sha256_record(record: dict) -> bytes:
     """Digest of a chunk's record as the chunks file has it (canonical JSON): what a table row
     holds besides its vector, so an edit of its text, summary or metadata changes it."""
-    canonical = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).digest()
+    # ASCII (JSON escapes): any text JSON can hold hashes, a lone surrogate included
+    canonical = json.dumps(record, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).digest()
 
 
 def sha256_bytes(data: bytes) -> bytes:
