@@ -62,6 +62,8 @@ _PUBLIC = {
     "verify_embeddings": "verify",
     "VerifySettings": "verify",
     "load_table": "load",
+    "ServingSettings": "serving",
+    "plan_table": "table_plan",
     "IndexSettings": "index",
     "build_index": "index",
     "measure_recall": "index",
