@@ -73,7 +73,7 @@ _PUBLIC = {
     "embedded_server": "database",
     "SearchPlan": "search",
     # config and records
-    "load_config": "config",
+    "load_config": "config_file",
     "canonical_json": "config",
     "read_provenance": "provenance",
     "retrieval_metrics": "metrics",

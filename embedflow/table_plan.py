@@ -212,7 +212,7 @@ def corpus_rows(config: dict, skip=()) -> Iterator[tuple[str, bytes, None]]:
 
 def plan_servable_tables(config: dict, identities: dict[str, str | None] | None = None) -> list[dict]:
     """plan_table for every model × precision pgvector can hold (``config`` as
-    ``embedflow.config.load_config`` reads it), each with ``model`` and ``precision``.
+    ``embedflow.config_file.load_config`` reads it), each with ``model`` and ``precision``.
     ``identities``: per model key, its encoder identity key (absent: computed by
     ``embedflow.identity`` where it can be, without torch); every row's vector changes when
     the registry records another identity for the table. Without a database yet (no
