@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 PACKAGES = "slurm-wlm munge"
-BINARIES = ("munged", "munge", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "sacct", "scancel")
+BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "sacct", "scancel")
 # Bounds on waiting for an event (a daemon ready, jobs gone); each wait polls every POLL_S.
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
