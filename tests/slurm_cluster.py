@@ -106,7 +106,6 @@ class SlurmCluster:
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         self.conf.write_text(slurm_conf(self.folder, self.host, self.munge_socket))
         self._write_srun()
-        (self.folder / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\n")  # read by slurmd; unused here
         self._start_munged()
         self._spawn("slurmctld", ["slurmctld", "-D"])
         self._spawn("slurmd", ["slurmd", "-D"])
