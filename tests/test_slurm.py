@@ -23,9 +23,10 @@ from slurm_cluster import SlurmCluster, why_unusable
 
 # Rules that talk to the embedded database: they run where snakemake runs (rules/common.smk).
 LOCAL_RULES = {"load", "index", "evaluate", "sweep"}
-# Status checks as often as the plugin allows: the jobs here take seconds.
-FAST_POLLING = ("--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
-                "--slurm-status-command", "squeue", "--slurm-no-account")
+# Status checks as often as the plugin allows (the jobs here take seconds), through squeue
+# (no slurmdbd here), and no account to guess (the test cluster has none).
+TEST_CLUSTER_FLAGS = ("--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
+                      "--slurm-status-command", "squeue", "--slurm-no-account")
 
 
 def slurm_required() -> bool:
@@ -121,7 +122,7 @@ def test_the_chain_runs_as_slurm_jobs_and_gives_what_a_local_run_gives(slurm, lo
 
     # README's command (no --cores: each job asks SLURM for its rule's threads), this profile.
     done = subprocess.run([*SNAKEMAKE, "--workflow-profile", str(profile), "--slurm-keep-successful-logs",
-                           *FAST_POLLING], cwd=workflow.root, env={**slurm.env, "HF_HUB_OFFLINE": "1"},
+                           *TEST_CLUSTER_FLAGS], cwd=workflow.root, env={**slurm.env, "HF_HUB_OFFLINE": "1"},
                           capture_output=True, text=True)
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{slurm.logs()}"
 
