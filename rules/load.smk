@@ -13,6 +13,7 @@ rule load:
         provenance=provenance_of(LOADED),
     log:
         "results/logs/load/{model}_{precision}.log",
+    localrule: DATABASE_RULES_RUN_LOCALLY
     conda:
         "../envs/database.yaml"
     params:
