@@ -16,7 +16,7 @@ from conftest import INDEX_BUILD, REPO, search_plan, table_oid, write_chunks
 from embedflow.atomic import write_json
 from embedflow.check import check_all
 from embedflow.chunks import iter_chunks
-from embedflow.config import load_config
+from embedflow.config_file import load_config
 from embedflow.database import _forget_dead_handles, describe_target
 from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
 from embedflow.hashing import sha256_text
