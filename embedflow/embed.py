@@ -91,7 +91,7 @@ def encoder_facts(encoder) -> dict:
     """Stored with each cache segment: what an all-cached rerun reports of its encoder."""
     return {
         "dim": encoder.dim, "normalize": encoder.normalize, "compute_precision": encoder.compute_precision,
-        "tf32": encoder.tf32, "device": encoder.device, "max_seq_length": encoder.max_seq_length,
+        "tf32": getattr(encoder, "tf32", False), "device": encoder.device, "max_seq_length": encoder.max_seq_length,
         "identity": encoder.identity, "device_kind": device_kind(encoder.device),
     }
 
@@ -117,16 +117,15 @@ def embed_corpus(
              f"; {len(skip)} rejected chunk(s) left out" if skip else "")
 
     encoders.set_threads(settings.threads)
-    prompt = settings.model.get("document_prompt")
-    counter = token_counter(settings.model)
     windows = WindowEncoder(
         load=lambda: encoders.load_encoder(settings.model_key, settings.model, settings.device, settings.require_cuda),
-        prompt=prompt,
+        prompt=settings.model.get("document_prompt"),
         batch_size=settings.batch_size,
-        count_tokens=counter.count if counter else None,
         facts=encoder_facts,
     )
     identity = _cache_identity(settings, windows)
+    counter = token_counter(settings.model)  # after _cache_identity: a hub model may just have been fetched
+    windows.count_tokens = counter.count if counter else None
     cache = None
     timer = Timer()
     # Only id and text stay in the window, not each chunk's whole record.
