@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ import numpy as np
 
 from embedflow.atomic import write_json
 from embedflow.cache.segment import KEY_BYTES, prefixes_of
+from embedflow.cache.runs import throughput_records
 from embedflow.cache.store import VectorCache
 from embedflow.chunks import iter_chunks, select_positions, validate_chunks
 from embedflow.config import model_output_slice
@@ -39,7 +39,6 @@ from embedflow.variants import keys_by_way, resolve
 
 log = logging.getLogger(__name__)
 
-RUNS = "runs"  # <cache>/runs/<identity key>/<finished>-<pid>.json: throughput of each embed job
 UNKNOWN = "unknown: no run measured yet"
 
 
@@ -72,35 +71,7 @@ def corpus_keys(config: dict) -> CorpusKeys:
     return CorpusKeys(str(path), summary.sha256, summary.count, len(summary.rejected), skip, positions, keys)
 
 
-# --- throughput records ----------------------------------------------------------------
-
-
-def record_throughput(cache_path: str | Path, model_key: str, cache: dict) -> Path | None:
-    """Keep an embed job's measured throughput in the cache, for later plans."""
-    if not cache.get("texts_encoded") or not cache.get("model_seconds"):
-        return None
-    finished = datetime.now(UTC)
-    record = {
-        "model": model_key, "identity_key": cache["identity_key"], "device_kind": cache.get("device_kind"),
-        "finished": finished.isoformat(),
-        **{key: cache.get(key) for key in ("texts_encoded", "tokens_encoded", "model_seconds", "load_seconds",
-                                            "texts_per_second", "tokens_per_second")},
-    }
-    folder = Path(cache_path) / RUNS / cache["identity_key"]
-    return write_json(folder / f"{finished:%Y%m%dT%H%M%S%f}-{os.getpid()}.json", record)
-
-
-def throughput_records(cache_path: str | Path | None) -> list[dict]:
-    root = Path(cache_path) / RUNS if cache_path else None
-    if root is None or not root.is_dir():
-        return []
-    records = []
-    for path in sorted(root.glob("*/*.json")):
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
-    return records
+# --- estimates ------------------------------------------------------------------------
 
 
 def estimate(records: list[dict], key: str, model: str, texts: int, tokens: int | None,
@@ -224,20 +195,6 @@ def make_plan(config: dict, tokens: bool = True, device_kind: str | None = None,
 
 def save_plan(plan: dict, path: str | Path = PLAN) -> Path:
     return write_json(path, plan)
-
-
-def prediction_for(key: str | None, corpus_sha256: str, path: str | Path = PLAN) -> dict | None:
-    """What the saved plan predicted for this encoder on this corpus (None: no such plan)."""
-    try:
-        plan = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    if key is None or plan.get("corpus", {}).get("sha256") != corpus_sha256:
-        return None
-    for entry in plan.get("models", {}).values():
-        if entry.get("identity_key") == key:
-            return {"cached": entry["cached"], "to_encode": entry["to_encode"], "planned_at": plan["planned_at"]}
-    return None
 
 
 # --- for people --------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import yaml
 from conftest import REPO, example_chunks, write_chunks
 from embedflow.config import load_config
 from embedflow.embed import plan_beside_outcome
-from embedflow.plan import UNKNOWN, make_plan, record_throughput, save_plan
+from embedflow.cache.runs import record_throughput
+from embedflow.plan import UNKNOWN, make_plan, save_plan
 from test_cache import edit, embed, received  # noqa: F401  (received: the fixture)
 
 
