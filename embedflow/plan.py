@@ -76,26 +76,33 @@ def corpus_keys(config: dict) -> CorpusKeys:
 
 def estimate(records: list[dict], key: str, model: str, texts: int, tokens: int | None,
              device_kind: str | None) -> dict | str:
-    """Seconds to encode, from the newest record of this encoder (else of this model key) on
-    ``device_kind`` (None: the kind of the newest record)."""
+    """Seconds to encode, at the rate pooled over the embed jobs of this encoder (else of this
+    model key) on ``device_kind`` (None: the kind of the newest job): their tokens (or texts)
+    over their model-seconds, so that a big job weighs more than a job of five texts; plus
+    the newest job's model load time."""
     if not texts:
         return {"seconds": 0.0, "basis": "nothing to encode"}
     mine = [r for r in records if r["identity_key"] == key] or [r for r in records if r.get("model") == model]
-    if device_kind is not None:
-        mine = [r for r in mine if r.get("device_kind") == device_kind]
+    if mine and device_kind is None:
+        device_kind = max(mine, key=lambda r: r["finished"]).get("device_kind")
+    mine = [r for r in mine if r.get("device_kind") == device_kind]
     if not mine:
         return UNKNOWN + (f" on {device_kind}" if device_kind else "")
-    newest = max(mine, key=lambda r: r["finished"])
-    same = newest["identity_key"] == key
-    if tokens is not None and newest.get("tokens_per_second"):
-        seconds, rate = tokens / newest["tokens_per_second"], f"{newest['tokens_per_second']:,.0f} tokens/s"
+    seconds_measured = sum(r["model_seconds"] for r in mine)
+    measured_tokens = sum(r.get("tokens_encoded") or 0 for r in mine)
+    if tokens is not None and measured_tokens and all(r.get("tokens_encoded") for r in mine):
+        rate = measured_tokens / seconds_measured
+        seconds, shown = tokens / rate, f"{rate:,.0f} tokens/s"
     else:
-        seconds, rate = texts / newest["texts_per_second"], f"{newest['texts_per_second']:,.1f} texts/s"
+        rate = sum(r["texts_encoded"] for r in mine) / seconds_measured
+        seconds, shown = texts / rate, f"{rate:,.1f} texts/s"
+    newest = max(mine, key=lambda r: r["finished"])
     seconds += newest.get("load_seconds") or 0.0
-    basis = f"{rate} measured on {newest['device_kind']} at {newest['finished'][:16]}Z"
-    if not same:
-        basis += " by another identity of this model (prompt, precision or files differ)"
-    return {"seconds": round(seconds, 1), "basis": basis, "device_kind": newest["device_kind"]}
+    basis = (f"{shown} over {len(mine)} embed job(s) on {device_kind}, the newest at {newest['finished'][:16]}Z, "
+             f"+ {newest.get('load_seconds') or 0:.0f} s to load the model")
+    if newest["identity_key"] != key:
+        basis += "; measured by another identity of this model (prompt, precision or files differ)"
+    return {"seconds": round(seconds, 1), "basis": basis, "device_kind": device_kind}
 
 
 # --- the model part --------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_the_plan_predicts_what_embed_then_does(tmp_path, tiny_model, setup, rec
     save_plan(plan)
     tiny = plan["models"]["tiny"]
     assert (tiny["chunks"], tiny["cached"], tiny["to_encode"]) == (25, 20, 5)
-    assert tiny["estimate"]["seconds"] > 0 and "measured on cpu" in tiny["estimate"]["basis"]
+    assert tiny["estimate"]["seconds"] > 0 and "embed job(s) on cpu" in tiny["estimate"]["basis"]
     received.clear()
     after = embed(tmp_path, chunks, tiny_model, "after")
     assert len(received) == 5
