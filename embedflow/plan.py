@@ -40,6 +40,8 @@ from embedflow.variants import keys_by_way, resolve
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown: no run measured yet"
+# Texts to encode whose tokens are counted; more are estimated from a sample this big.
+TOKEN_SAMPLE = 20_000
 
 
 # --- the corpus ----------------------------------------------------------------------
@@ -138,8 +140,15 @@ def plan_model(config: dict, key: str, corpus: CorpusKeys, cache: VectorCache | 
     else:
         encode_rows = np.arange(rows)  # no cache: every chunk, repeated texts too
     entry["to_encode"] = int(len(encode_rows))
-    entry["tokens"] = _count_tokens(config, spec, corpus, encode_rows) if tokens and len(encode_rows) else (
-        0 if tokens else None)
+    entry["tokens"] = None
+    if tokens:
+        # Tokenizing is the plan's slowest part: beyond TOKEN_SAMPLE texts, a spread sample stands for them.
+        sample = encode_rows[np.linspace(0, len(encode_rows) - 1, TOKEN_SAMPLE).astype(np.int64)] \
+            if len(encode_rows) > TOKEN_SAMPLE else encode_rows
+        counted = _count_tokens(config, spec, corpus, sample) if len(sample) else 0
+        if counted is not None:
+            entry["tokens"] = round(counted * len(encode_rows) / len(sample)) if len(sample) else 0
+            entry["tokens_estimated_from"] = int(len(sample)) if len(sample) < len(encode_rows) else None
     entry["estimate"] = estimate(records, entry["identity_key"], key, entry["to_encode"], entry["tokens"], device_kind)
     return entry
 
@@ -225,6 +234,8 @@ def describe(plan: dict) -> str:
             lines.append(f"model {key}: {entry['note']}")
             continue
         tokens = f" ({entry['tokens']:,} tokens)" if entry.get("tokens") is not None else ""
+        if entry.get("tokens_estimated_from"):
+            tokens = f" (about {entry['tokens']:,} tokens, from a sample of {entry['tokens_estimated_from']:,})"
         found = entry["estimate"]
         when = found if isinstance(found, str) else f"about {duration(found['seconds'])} ({found['basis']})"
         lines.append(f"model {key}: {entry['chunks']:,} chunks, {entry['cached']:,} cached, "

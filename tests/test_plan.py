@@ -31,13 +31,17 @@ def setup(tmp_path, tiny_model, monkeypatch):
     return config_path, chunks
 
 
-def test_the_plan_predicts_what_embed_then_does(tmp_path, tiny_model, setup, received):
+def test_the_plan_predicts_what_embed_then_does(tmp_path, tiny_model, setup, received, monkeypatch):
     config_path, chunks = setup
     config = load_config(config_path)
     first = make_plan(config)
     tiny = first["models"]["tiny"]
     assert (tiny["chunks"], tiny["cached"], tiny["to_encode"]) == (24, 0, 24)
     assert tiny["estimate"] == UNKNOWN and first["models"]["tiny_t"]["to_encode"] == 0
+    with monkeypatch.context() as patched:
+        patched.setattr("embedflow.plan.TOKEN_SAMPLE", 12)  # more texts than that: a sample's count, scaled
+        sampled = make_plan(config)["models"]["tiny"]
+    assert sampled["tokens_estimated_from"] == 12 and 0.5 < sampled["tokens"] / tiny["tokens"] < 2
     result = embed(tmp_path, chunks, tiny_model, "before")
     assert result.cache["tokens_encoded"] == tiny["tokens"] > 24  # one tokenizer, one count
     record_throughput("cache", "tiny", result.cache)
