@@ -6,8 +6,8 @@ and those the current config's next run would use (the corpus under each
 model's identity, as ``embedflow plan`` computes it); with ``--older-than``
 it also keeps every entry written on or after that date. It compacts as it
 goes: small segments (one per window) are merged, a day's rows with that
-day's, into segments of up to ``COMPACT_ROWS`` rows, so that a cache stays a
-few files per encoder. It runs only under the cache's exclusive lock, which
+day's, into bigger segments, so that a cache stays a
+few files per encoder (``COMPACT_BYTES`` of vectors each). It runs only under the cache's exclusive lock, which
 no embed job holds while it runs: new segments are written whole before the
 old ones are removed, so a killed prune loses nothing.
 """
@@ -28,8 +28,10 @@ from embedflow.cache.store import IDENTITY_FILE, SEGMENTS, Namespace, VectorCach
 
 log = logging.getLogger(__name__)
 
-COMPACT_ROWS = 262_144  # rows per compacted segment: 1 GiB at 1,024 dims
-_READ_ROWS = 65_536  # rows read at a time while compacting
+# A compacted segment holds up to this many bytes of vectors (prune holds one in memory while
+# it writes it): 174,762 rows at 384 dims, 26,214 at 2,560.
+COMPACT_BYTES = 256 * 2**20
+_READ_ROWS = 65_536  # rows read at a time while compacting or verifying (fewer when they are wide)
 
 
 def namespace_stats(space: Namespace, identity: dict | None, verify: bool = False) -> dict:
@@ -55,8 +57,9 @@ def namespace_stats(space: Namespace, identity: dict | None, verify: bool = Fals
 def verify_rows(segment) -> str | None:
     """Every row's crc32 (what open does not read): None when all match."""
     try:
-        for start in range(0, segment.rows, _READ_ROWS):
-            keys, vectors, crcs = segment.read_all(start, min(start + _READ_ROWS, segment.rows))
+        step = read_rows(segment.dim)
+        for start in range(0, segment.rows, step):
+            keys, vectors, crcs = segment.read_all(start, min(start + step, segment.rows))
             if not (row_crcs(keys, vectors) == crcs).all():
                 return "a row does not match its crc32 (damaged)"
     except (SegmentError, OSError) as error:
@@ -117,7 +120,7 @@ def _prune_namespace(space: Namespace, keep: np.ndarray, older_than, dry_run: bo
         start += len(prefixes)
         report.removed_entries += int((~wanted).sum())
         report.kept_entries += int(wanted.sum())
-        if wanted.all() and segment.rows >= COMPACT_ROWS // 2:
+        if wanted.all() and segment.rows >= compact_rows(space.dim) // 2:
             untouched.append(segment)
         else:
             rewrite.append((segment, np.flatnonzero(wanted)))
@@ -127,7 +130,7 @@ def _prune_namespace(space: Namespace, keep: np.ndarray, older_than, dry_run: bo
     if not untouched and not any(len(rows) for _, rows in rewrite):
         report.removed_namespaces.append(space.key)
     written = [] if dry_run else _rewrite(space, rewrite)
-    report.segments_after += len(untouched) + (len(written) if not dry_run else _count_groups(rewrite))
+    report.segments_after += len(untouched) + (len(written) if not dry_run else _count_groups(rewrite, space.dim))
     report.bytes_after += sum(s.bytes for s in untouched) + sum(p.stat().st_size for p in written)
     if dry_run:
         return
@@ -179,11 +182,19 @@ def _day(segment) -> str:
     return segment.created[:10]
 
 
-def _count_groups(rewrite) -> int:
+def compact_rows(dim: int | None) -> int:
+    return max(1, COMPACT_BYTES // (4 * (dim or 1)))
+
+
+def read_rows(dim: int | None) -> int:
+    return max(1, min(_READ_ROWS, compact_rows(dim) // 4))
+
+
+def _count_groups(rewrite, dim: int | None) -> int:
     days: dict[str, int] = {}
     for segment, rows in rewrite:
         days[_day(segment)] = days.get(_day(segment), 0) + len(rows)
-    return sum(-(-rows // COMPACT_ROWS) for rows in days.values() if rows)
+    return sum(-(-rows // compact_rows(dim)) for rows in days.values() if rows)
 
 
 def _rewrite(space: Namespace, rewrite) -> list[Path]:
@@ -194,15 +205,16 @@ def _rewrite(space: Namespace, rewrite) -> list[Path]:
         if buffer.day not in (None, _day(segment)):
             written += buffer.flush(space)
         buffer.day = _day(segment)
-        for start in range(0, len(rows), _READ_ROWS):
-            part = rows[start : start + _READ_ROWS]
+        step = read_rows(space.dim)
+        for start in range(0, len(rows), step):
+            part = rows[start : start + step]
             keys, vectors, crcs = segment.read(part)
             if not (row_crcs(keys, vectors) == crcs).all():
                 log.warning("vector cache: segment %s is damaged (a row's crc32); its rows are dropped", segment.path)
                 space.bad[str(segment.path)] = "a row does not match its crc32 (damaged)"
                 break
             buffer.add(keys, vectors, segment)
-            if buffer.rows >= COMPACT_ROWS:
+            if buffer.rows >= compact_rows(space.dim):
                 written += buffer.flush(space)
     return written + buffer.flush(space)
 
