@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import REPO, example_chunks, write_chunks
-from embedflow.config import load_config
+from embedflow.config_file import load_config
 from embedflow.embed import plan_beside_outcome
 from embedflow.cache.runs import record_throughput
 from embedflow.plan import UNKNOWN, make_plan, save_plan
