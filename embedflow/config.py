@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from embedflow.backends.http_settings import is_http, vector_slice
 from embedflow.variants import check_models, is_variant
 
 # Model settings that change the vectors a model produces. batch_size does not.
@@ -37,6 +38,11 @@ def canonical_json(value) -> str:
 def model_output_slice(spec: dict) -> dict:
     """``spec`` as ``variants.resolve`` gives it; a variant adds what it reduces and how."""
     output = {key: spec.get(key) for key in MODEL_OUTPUT_KEYS}
+    # Only where set: the params of a torch model stay as they were before backends came.
+    if spec.get("backend", "torch") != "torch":
+        output["backend"] = spec["backend"]
+    if is_http(spec):
+        output["http"] = vector_slice(spec["http"])
     if spec.get("variant"):
         output["variant"] = spec["variant"]
     return output

@@ -21,8 +21,9 @@ from tqdm import tqdm
 from embedflow import encoder as encoders
 from embedflow.chunks import batched, iter_chunks, select_positions, validate_chunks
 from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
+from embedflow.errors import InputError, TextRefused
 from embedflow.hashing import sha256_text
-from embedflow.provenance import Timer, torch_device_info, write_provenance
+from embedflow.provenance import Timer, encoder_usage, torch_device_info, write_provenance
 from embedflow.rejected import rejected_positions
 from embedflow.schema import default, defaults
 from embedflow.snakemake_rule import params_json, run_rule
@@ -100,7 +101,10 @@ def embed_corpus(
     ) as bar:
         for window in batched(pairs, settings.window_rows):
             ids, texts = zip(*window)
-            vectors = encoder.encode(list(texts), prompt, settings.batch_size)
+            try:
+                vectors = encoder.encode(list(texts), prompt, settings.batch_size)
+            except TextRefused as error:  # an API refused one text: name its chunk
+                raise InputError(f"{chunks_path}: chunk id {ids[error.position]!r}: {error}") from None
             writer.write(list(ids), vectors, [sha256_text(t) for t in texts])
             bar.update(len(window))
     timer.stop()
@@ -108,6 +112,8 @@ def embed_corpus(
         "wrote %s: %d rows x %d dims in %.1f s (%.1f chunks/s)",
         output, writer.rows, encoder.dim, timer.seconds, writer.rows / max(timer.seconds, 1e-9),
     )
+    for name, value in encoder_usage(encoder).items():
+        log.info("%s: %s", name, value)
     if encoder.truncated_texts:
         log.warning(
             "%d chunk(s) were longer than max_seq_length=%d tokens and were embedded truncated",
@@ -164,6 +170,7 @@ def main(snakemake) -> None:
                 "max_seq_length": result.encoder.max_seq_length,
                 "truncated_chunks": result.encoder.truncated_texts,
             },
+            **encoder_usage(result.encoder),
         },
     )
 
