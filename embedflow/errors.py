@@ -14,9 +14,10 @@ class ConfigError(UserError):
 
 
 class TextRefused(UserError):
-    """A text that a backend refuses to encode (an API's 400 for it alone); ``position`` is its
-    index in the ``encode`` call, which the caller turns into a chunk id."""
+    """A text that a backend refuses to encode (an API's 400 for it alone): ``position`` is its
+    index in the ``encode`` call and ``text`` the text as given, which the caller turns into a
+    chunk id."""
 
-    def __init__(self, message: str, position: int):
+    def __init__(self, message: str, position: int, text: str | None = None):
         super().__init__(message)
-        self.position = position
+        self.position, self.text = position, text

@@ -81,6 +81,23 @@ def test_a_500_storm_fails_after_the_configured_retries(server):
     assert server.stats()["requests"] == 1 + 3  # no request after the one that failed for good
 
 
+def test_after_a_500_storm_the_rerun_requests_only_the_windows_not_received(server, tmp_path):
+    from embedflow.embed import EmbedSettings, embed_corpus
+
+    path = write_chunks(tmp_path / "chunks.json", example_chunks(12))
+    spec = http_model_spec(server, key_env=KEY_ENV, max_inputs_per_request=2, concurrency=1, retries=1)
+    settings = EmbedSettings("served", spec, window_rows=4, cache_path=str(tmp_path / "cache"))
+    server.faults(status=500, after=4, retry_after="0")  # windows 1 and 2 answered (2 requests each)
+    with pytest.raises(UserError, match="failed 2 time"):
+        embed_corpus(path, tmp_path / "out.parquet", settings)
+    assert server.stats()["requests"] == 4 + 2 and not (tmp_path / "out.parquet").exists()
+    server.reset()  # the storm is over
+    result = embed_corpus(path, tmp_path / "out.parquet", settings)
+    assert server.stats()["requests"] == 2  # window 3 only: the cache kept the 8 chunks received
+    assert (result.rows, result.cache["rows_reused"], result.cache["texts_encoded"]) == (12, 8, 4)
+    assert result.encoder.usage_record()["requests"] == 2
+
+
 def test_a_wrong_key_names_its_variable_and_never_the_key(server, monkeypatch, caplog):
     wrong = "sk-wrong-" + "0123456789abcdef" * 2
     monkeypatch.setenv(KEY_ENV, wrong)
@@ -114,12 +131,11 @@ def test_a_text_the_api_refuses_is_named_by_its_chunk_id(server, tmp_path):
     path = write_chunks(tmp_path / "chunks.json", chunks)
     spec = http_model_spec(server, key_env=KEY_ENV, max_inputs_per_request=8)
     with pytest.raises(InputError) as failure:
-        embed_corpus(path, tmp_path / "out.parquet", EmbedSettings("served", spec))
+        embed_corpus(path, tmp_path / "out.parquet", EmbedSettings("served", spec, cache_path=None))
     assert str(failure.value).startswith(f"{path}: chunk id {chunks[5]['id']!r}: ")
     assert "HTTP 400" in str(failure.value) and "longer than 512 tokens" in str(failure.value)
-    # The dimension asked (1 text), then 8 refused, and halves: [0:4] answered, [4:8] refused,
-    # [4:6] refused, [4:5] answered, [5:6] refused
-    assert [entry["inputs"] for entry in server.stats()["log"]] == [1, 8, 4, 4, 2, 1, 1]
+    # 8 refused, then halves: [0:4] answered, [4:8] refused, [4:6] refused, [4:5] answered, [5:6] refused
+    assert [entry["inputs"] for entry in server.stats()["log"]] == [8, 4, 4, 2, 1, 1]
     assert not (tmp_path / "out.parquet").exists()
 
 

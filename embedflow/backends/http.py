@@ -171,7 +171,11 @@ class HttpEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         inputs = [(prompt or "") + text for text in texts]
-        raw = self._embed_all(inputs, input_type)
+        try:
+            raw = self._embed_all(inputs, input_type)
+        except TextRefused as error:
+            error.text = texts[error.position]  # as given, without the prompt
+            raise
         if self.truncate_dim:
             raw = raw[:, : self.truncate_dim]
         vectors = l2_normalize(raw) if self.normalize else raw
