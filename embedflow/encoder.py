@@ -242,6 +242,8 @@ def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -
         from embedflow.backends.http import load_http_encoder
 
         return load_http_encoder(key, spec)
+    if spec.get("backend", "torch") != "torch":
+        raise ConfigError(f"model {key}: backend {spec['backend']} is not built into this version")
     import torch
     from sentence_transformers import SentenceTransformer
 

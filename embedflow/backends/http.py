@@ -115,7 +115,10 @@ class HttpEncoder:
             timeout=httpx2.Timeout(self.http["timeout_s"]),
             limits=httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
-        self._timeouts = (httpx2.TimeoutException, httpx2.TransportError)
+        # Worth a retry: the server was slow, or the connection failed or dropped. Any other
+        # request error (a bad URL scheme, a proxy refusing) is the config's, and stops.
+        self._transient = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+        self._request_error = httpx2.RequestError
         log.info("model %s: %s API at %s, model %r, %s, up to %d texts / ~%d tokens a request, %d at once",
                  key, self.http["provider"], self.url, self.http["model"],
                  f"{self.http['dimensions']} dims asked" if self.http.get("dimensions") else "the model's dims",
@@ -192,19 +195,25 @@ class HttpEncoder:
     def _embed_all(self, inputs: list[str], input_type: str) -> np.ndarray:
         slices = list(request_slices(inputs, self.http["max_inputs_per_request"], self.http["max_tokens_per_request"]))
         rows: list[np.ndarray | None] = [None] * len(slices)
+        self._stop.clear()
         with ThreadPoolExecutor(self.http["concurrency"], thread_name_prefix="http") as pool:
-            futures = {pool.submit(self._embed_slice, inputs[start:stop], start, input_type): n
+            futures = {pool.submit(self._slice_or_stop, inputs[start:stop], start, input_type): n
                        for n, (start, stop) in enumerate(slices)}
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failed = [future for future in done if future.exception() is not None]
             if failed:
-                self._stop.set()
                 pool.shutdown(wait=True, cancel_futures=True)
-                self._stop.clear()
                 raise min(failed, key=futures.get).exception()
             for future, n in futures.items():
                 rows[n] = future.result()
         return np.vstack(rows)
+
+    def _slice_or_stop(self, texts: list[str], start: int, input_type: str) -> np.ndarray:
+        try:
+            return self._embed_slice(texts, start, input_type)
+        except BaseException:
+            self._stop.set()  # before this future completes: no slice after it sends a request
+            raise
 
     def _embed_slice(self, texts: list[str], start: int, input_type: str) -> np.ndarray:
         """One request; a refused one of several texts is split in two to find the text."""
@@ -272,14 +281,17 @@ class HttpEncoder:
     def _post(self, payload: dict, count: int) -> dict:
         retries = self.http["retries"]
         for attempt in range(retries + 1):
-            if attempt and self._stop.is_set():
-                raise UserError(f"model {self.key}: stopped retrying, another request failed for good")
+            if self._stop.is_set():
+                raise UserError(f"model {self.key}: stopped, another request failed for good")
             with self.usage.lock:
                 self.usage.requests += 1
             try:
                 response = self._client.post(self.url, json=payload)
-            except self._timeouts as error:
-                reason, wait_s = f"{type(error).__name__} after up to {self.http['timeout_s']} s", None
+            except self._transient as error:
+                reason, wait_s = transient_reason(error, self.http["timeout_s"]), None
+            except self._request_error as error:
+                raise UserError(f"model {self.key}: cannot send to {self.url}: {type(error).__name__}: "
+                                f"{error} (check http.base_url)") from None
             else:
                 if response.status_code == 200:
                     return self._json(response)
@@ -347,6 +359,12 @@ def request_slices(inputs: list[str], max_inputs: int, max_tokens: int):
         tokens += size
     if start < len(inputs):
         yield start, len(inputs)
+
+
+def transient_reason(error: Exception, timeout_s: float) -> str:
+    if "Timeout" in type(error).__name__:
+        return f"{type(error).__name__} after {timeout_s} s (http.timeout_s)"
+    return f"{type(error).__name__}: {error}"
 
 
 def backoff(attempt: int) -> float:
