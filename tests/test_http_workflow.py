@@ -25,8 +25,8 @@ def http_workflow(tmp_path_factory, embedding_server):
     http = {"provider": "voyage", "model": "tiny", "base_url": embedding_server.base_url("voyage"),
             "api_key_env": KEY_ENV, "max_inputs_per_request": 5, "price_per_million_tokens": 0.18}
     workflow.update_config(models={"served": {"backend": "http", "http": http}}, precisions=["float32"])
-    failed = workflow.snakemake(TARGET, "--cores", "2", check=False, env={KEY_ENV: WRONG_KEY})
-    workflow.snakemake(TARGET, "--cores", "2", env={KEY_ENV: embedding_server.key})
+    failed = workflow.snakemake("--cores", "2", TARGET, check=False, env={KEY_ENV: WRONG_KEY})
+    workflow.snakemake("--cores", "2", TARGET, env={KEY_ENV: embedding_server.key})
     dry_runs = DryRuns(workflow.root)
     try:
         yield dry_runs, failed, embedding_server.stats()["log"]
