@@ -138,10 +138,13 @@ def embed_corpus(
         bar = stack.enter_context(tqdm(
             total=selected, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None
         ))
-        writer = None
+        if windows.dim is None:
+            windows.model()  # nothing cached for this encoder: every text needs the model
+        writer = stack.enter_context(EmbeddingsWriter(output, _metadata(settings, corpus, windows)))
         for window in batched(pairs, settings.window_rows):
             ids, texts = zip(*window)
             hashes = [sha256_text(t) for t in texts]
+<<<<<<< HEAD
             try:
                 vectors = windows.vectors(list(texts), hashes)
             except TextRefused as error:  # an API refused one text: name its chunk
@@ -149,6 +152,9 @@ def embed_corpus(
             if writer is None:  # the dimension is known once a window has vectors
                 writer = stack.enter_context(EmbeddingsWriter(output, _metadata(settings, corpus, windows)))
             writer.write(list(ids), vectors, hashes)
+=======
+            writer.write(list(ids), windows.vectors(list(texts), hashes), hashes)
+>>>>>>> h-cache
             bar.update(len(window))
     timer.stop()
     encoder = windows.encoder or _cached_facts(windows)

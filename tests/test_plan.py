@@ -73,7 +73,7 @@ def test_embedflow_plan_imports_no_torch_and_prints_json(tmp_path, setup):
     script = (
         "import sys, runpy; sys.argv = ['embedflow', '--config', sys.argv[1], 'plan', '--json'];"
         "from embedflow.cli import main; code = main();"
-        "heavy = [m for m in ('torch', 'sentence_transformers', 'transformers', 'psycopg') if m in sys.modules];"
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules];"
         "print('HEAVY', heavy, file=sys.stderr); sys.exit(code)"
     )
     done = subprocess.run([sys.executable, "-c", script, str(config_path)], capture_output=True, text=True,
