@@ -144,17 +144,11 @@ def embed_corpus(
         for window in batched(pairs, settings.window_rows):
             ids, texts = zip(*window)
             hashes = [sha256_text(t) for t in texts]
-<<<<<<< HEAD
             try:
                 vectors = windows.vectors(list(texts), hashes)
             except TextRefused as error:  # an API refused one text: name its chunk
                 raise InputError(f"{chunks_path}: chunk id {ids[texts.index(error.text)]!r}: {error}") from None
-            if writer is None:  # the dimension is known once a window has vectors
-                writer = stack.enter_context(EmbeddingsWriter(output, _metadata(settings, corpus, windows)))
             writer.write(list(ids), vectors, hashes)
-=======
-            writer.write(list(ids), windows.vectors(list(texts), hashes), hashes)
->>>>>>> h-cache
             bar.update(len(window))
     timer.stop()
     encoder = windows.encoder or _cached_facts(windows)

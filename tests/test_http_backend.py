@@ -87,10 +87,10 @@ def test_after_a_500_storm_the_rerun_requests_only_the_windows_not_received(serv
     path = write_chunks(tmp_path / "chunks.json", example_chunks(12))
     spec = http_model_spec(server, key_env=KEY_ENV, max_inputs_per_request=2, concurrency=1, retries=1)
     settings = EmbedSettings("served", spec, window_rows=4, cache_path=str(tmp_path / "cache"))
-    server.faults(status=500, after=4, retry_after="0")  # windows 1 and 2 answered (2 requests each)
+    server.faults(status=500, after=1 + 4, retry_after="0")  # the dimension, windows 1 and 2 (2 requests each)
     with pytest.raises(UserError, match="failed 2 time"):
         embed_corpus(path, tmp_path / "out.parquet", settings)
-    assert server.stats()["requests"] == 4 + 2 and not (tmp_path / "out.parquet").exists()
+    assert server.stats()["requests"] == 1 + 4 + 2 and not (tmp_path / "out.parquet").exists()
     server.reset()  # the storm is over
     result = embed_corpus(path, tmp_path / "out.parquet", settings)
     assert server.stats()["requests"] == 2  # window 3 only: the cache kept the 8 chunks received
@@ -134,8 +134,9 @@ def test_a_text_the_api_refuses_is_named_by_its_chunk_id(server, tmp_path):
         embed_corpus(path, tmp_path / "out.parquet", EmbedSettings("served", spec, cache_path=None))
     assert str(failure.value).startswith(f"{path}: chunk id {chunks[5]['id']!r}: ")
     assert "HTTP 400" in str(failure.value) and "longer than 512 tokens" in str(failure.value)
-    # 8 refused, then halves: [0:4] answered, [4:8] refused, [4:6] refused, [4:5] answered, [5:6] refused
-    assert [entry["inputs"] for entry in server.stats()["log"]] == [8, 4, 4, 2, 1, 1]
+    # The dimension asked (1 text: the file's is known before the first window), then 8
+    # refused, and halves: [0:4] answered, [4:8] refused, [4:6] refused, [4:5] answered, [5:6] refused
+    assert [entry["inputs"] for entry in server.stats()["log"]] == [1, 8, 4, 4, 2, 1, 1]
     assert not (tmp_path / "out.parquet").exists()
 
 

@@ -48,11 +48,11 @@ def test_the_model_runs_and_its_provenance_has_requests_tokens_and_cost(http_wor
     embedded = [entry for entry in requests if entry["status"] == 200 and entry["input_type"] == "document"]
     assert http["served_models"] == ["tiny-served"] == record["model"]["served_models"]
     assert http["tokens_billed"] > 0 and http["estimated_cost"] == pytest.approx(http["tokens_billed"] * 0.18 / 1e6)
-    assert http["requests"] == 3 and http["retries"] == 0  # 5 + 5 + 2 chunks
+    assert http["requests"] == 1 + 3 and http["retries"] == 0  # the dimension, then 5 + 5 + 2 chunks
     assert record["model"]["source"] == "http:voyage/tiny" and record["embedding"]["dim"] == 32
     # embed sent the 12 chunks as documents, probe its queries as queries and 8 chunks again as documents
     verify = workflow.config["verify"]
-    assert sum(entry["inputs"] for entry in embedded) == 12 + verify["reencode_rows"]
+    assert sum(entry["inputs"] for entry in embedded) == 1 + 12 + verify["reencode_rows"]
     queries = [entry for entry in requests if entry["status"] == 200 and entry["input_type"] == "query"]
     assert sum(entry["inputs"] for entry in queries) == len(verify["probe_queries"])
     report = json.loads(workflow.path(TARGET).read_text())
