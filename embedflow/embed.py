@@ -219,7 +219,7 @@ def _cached_facts(windows: WindowEncoder) -> EncoderFacts:
 
 def record_run(settings: EmbedSettings, result: EmbedResult) -> None:
     """The throughput of this job, where ``embedflow plan`` finds it (embedflow.plan)."""
-    from embedflow.plan import record_throughput
+    from embedflow.cache.runs import record_throughput
 
     record_throughput(settings.cache_path, settings.model_key, result.cache)
 
@@ -227,7 +227,7 @@ def record_run(settings: EmbedSettings, result: EmbedResult) -> None:
 def plan_beside_outcome(result: EmbedResult) -> dict:
     """What ``embedflow plan`` predicted for this job (its last results/plan.json, when it was
     made for this corpus and encoder), beside what happened."""
-    from embedflow.plan import prediction_for
+    from embedflow.cache.runs import prediction_for
 
     cache = result.cache
     predicted = prediction_for(cache.get("identity_key"), result.corpus_sha256)

@@ -13,7 +13,8 @@ import yaml
 from conftest import REPO, example_chunks, write_chunks
 from embedflow.config import load_config
 from embedflow.embed import plan_beside_outcome
-from embedflow.plan import UNKNOWN, make_plan, record_throughput, save_plan
+from embedflow.cache.runs import record_throughput
+from embedflow.plan import UNKNOWN, make_plan, save_plan
 from test_cache import edit, embed, received  # noqa: F401  (received: the fixture)
 
 
@@ -46,7 +47,7 @@ def test_the_plan_predicts_what_embed_then_does(tmp_path, tiny_model, setup, rec
     save_plan(plan)
     tiny = plan["models"]["tiny"]
     assert (tiny["chunks"], tiny["cached"], tiny["to_encode"]) == (25, 20, 5)
-    assert tiny["estimate"]["seconds"] > 0 and "measured on cpu" in tiny["estimate"]["basis"]
+    assert tiny["estimate"]["seconds"] > 0 and "embed job(s) on cpu" in tiny["estimate"]["basis"]
     received.clear()
     after = embed(tmp_path, chunks, tiny_model, "after")
     assert len(received) == 5
