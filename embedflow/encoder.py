@@ -142,8 +142,11 @@ class Encoder:
     # exactly as rule project applies it to the base's stored vectors.
     projection: Projection | None = None
 
-    def encode(self, texts: list[str], prompt: str | None, batch_size: int) -> np.ndarray:
-        """Texts → float32 vectors (rows, dim), normalized in float32 when asked."""
+    def encode(
+        self, texts: list[str], prompt: str | None, batch_size: int, input_type: str = "document"
+    ) -> np.ndarray:
+        """Texts → float32 vectors (rows, dim), normalized in float32 when asked. ``input_type``
+        (document | query) is for APIs that take it (backend http); a local model has the prompt."""
         import torch
 
         self._count_truncated(texts, prompt or "")
@@ -233,7 +236,14 @@ def _apply_adapter(model, adapter: str) -> bool:
 
 
 def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -> Encoder:
-    """Load a model per its config spec; logs device, precision, TF32 and dimension."""
+    """Load a model per its config spec; logs device, precision, TF32 and dimension. An http
+    model (``backend: http``) is an API client instead (``embedflow.backends.http``)."""
+    if spec.get("backend") == "http":
+        from embedflow.backends.http import load_http_encoder
+
+        return load_http_encoder(key, spec)
+    if spec.get("backend", "torch") != "torch":
+        raise ConfigError(f"model {key}: backend {spec['backend']} is not built into this version")
     import torch
     from sentence_transformers import SentenceTransformer
 

@@ -43,6 +43,9 @@ DISTRIBUTIONS = {
     "hypothesis": "hypothesis",
     "sklearn": "scikit-learn",
     "PIL": "pillow",
+    "httpx2": "httpx2",
+    "uvicorn": "uvicorn",
+    "starlette": "starlette",
 }
 # Imported directly but brought by a pinned dependency (distribution -> the pyproject.toml
 # dependency that requires it); its version is still locked by constraints.txt.
