@@ -198,7 +198,10 @@ def runtime_params_of(key):
             "device": config["embed"]["device"],
             "require_cuda": config["embed"]["require_cuda"],
             "window_rows": config["embed"]["window_rows"],
-            "model": {"batch_size": spec["batch_size"]},
+            "model": {
+                "batch_size": spec["batch_size"],
+                "max_batch_tokens": spec["max_batch_tokens"],
+            },
         }
     )
 
