@@ -15,7 +15,8 @@ jobs on the same cores) weighs on each alike; figures are medians over rounds. E
 records the CPU time other processes used meanwhile ("other CPU s"). Tokens are the texts'
 real tokens (truncated at max_seq_length, the same count for every variant); "padded" is
 what the batches make the model compute, padding included, with sentence-transformers'
-own order (by characters) for fixed and bare. The vectors of token-budget and fixed
+own order (by characters) for fixed and bare. "tokens per CPU-s" divides by the
+process's CPU time: less sensitive to other jobs than the wall clock. The vectors of token-budget and fixed
 batches are compared with bare encode's (minimum cosine).
 
 Usage::
@@ -53,6 +54,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-batch-tokens", default="2048,8192", help="budgets, comma-separated")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--padding-only", action="store_true",
+                        help="only count the padded tokens of each budget and of fixed batches (no encoding)")
     return parser.parse_args()
 
 
@@ -99,6 +102,9 @@ def main() -> None:
     real = sum(lengths)
     padded = {f"tokens-{b}": padded_tokens(token_budget_batches(lengths, b), lengths) for b in budgets}
     padded["fixed"] = padded["bare"] = fixed_padded_tokens(texts, lengths, args.batch_size)
+    if args.padding_only:
+        print(padding_table(padded, lengths, budgets, args.batch_size))
+        return
     for name in variants:  # warm-up: first calls allocate and pick kernels
         run_variant(name, encoders, texts[:64], args.batch_size)
 
@@ -119,6 +125,7 @@ def main() -> None:
             "seconds": round(seconds, 2),
             "texts_per_s": round(len(texts) / seconds, 1),
             "tokens_per_s": round(real / seconds),
+            "tokens_per_cpu_s": round(real / statistics.median(run["cpu_s"] for run in runs[name])),
             "padded_tokens": padded[name],
             "padding_share": round(1 - real / padded[name], 3),
             "min_cosine_vs_bare": cosine,
@@ -143,9 +150,22 @@ def main() -> None:
     print(markdown(report))
 
 
+def padding_table(padded: dict, lengths: list[int], budgets: list[int], batch_size: int) -> str:
+    from embedflow.token_batches import token_budget_batches
+
+    real = sum(lengths)
+    rows = [[f"max_batch_tokens {b}", len(token_budget_batches(lengths, b)), padded[f"tokens-{b}"],
+             f"{padded[f'tokens-{b}'] / real:.3f}"] for b in budgets]
+    rows.append([f"fixed / bare, batch_size {batch_size} (sorted by characters)", -(-len(lengths) // batch_size),
+                 padded["fixed"], f"{padded['fixed'] / real:.3f}"])
+    return f"{len(lengths)} texts, {real} real tokens\n\n" + common.table(
+        ["batches", "count", "padded tokens", "padded / real"], rows)
+
+
 def markdown(report: dict) -> str:
     rows = [
-        [name, result["seconds"], result["texts_per_s"], result["tokens_per_s"], result["padded_tokens"],
+        [name, result["seconds"], result["texts_per_s"], result["tokens_per_s"], result["tokens_per_cpu_s"],
+         result["padded_tokens"],
          f"{result['padding_share']:.1%}", f"{result['min_cosine_vs_bare']:.7f}",
          ", ".join(map(str, result["runs_s"])), ", ".join(map(str, result["other_cpu_s"]))]
         for name, result in report["results"].items()
@@ -158,7 +178,7 @@ def markdown(report: dict) -> str:
         f"max {lengths['p100']}), batch size {settings['batch_size']}, "
         f"{settings['threads']} threads, {settings['rounds']} rounds\n\n"
         + common.table(
-            ["variant", "median s", "texts/s", "tokens/s", "padded tokens", "padding", "min cosine vs bare",
+            ["variant", "median s", "texts/s", "tokens/s", "tokens per CPU-s", "padded tokens", "padding", "min cosine vs bare",
              "runs s", "other CPU s"],
             rows,
         )
