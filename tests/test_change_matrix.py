@@ -155,6 +155,7 @@ PRECISIONS_ROWS = {
     "model.query_prompt": ("query: ", QUERY_PROMPT),
     "model.max_seq_length": (16, MODEL),
     "model.batch_size": (3, NOTHING),
+    "model.max_batch_tokens": (64, NOTHING),
     "model.compute_precision": ("tf32", MODEL),
     "model.normalize": (False, MODEL),
     "model.trust_remote_code": (True, MODEL),
