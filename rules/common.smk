@@ -193,7 +193,10 @@ def embed_runtime_params(wildcards, resources):
 
 def runtime_params_of(key):
     spec = MODELS[key]
-    model = {"batch_size": spec["batch_size"], "max_batch_tokens": spec["max_batch_tokens"]}
+    model = {
+        "batch_size": spec["batch_size"],
+        "max_batch_tokens": spec["max_batch_tokens"],
+    }
     if spec["backend"] == "http":
         # The whole block: the encoder reads its limits, key variable and price here
         # (untracked); the keys that change vectors are tracked by the output slice.
