@@ -1,18 +1,19 @@
-"""Stage ``embed``: chunks file → ``embeddings_<model>_float32.parquet``.
+"""Stage ``embed``: one shard of the corpus → its part, ``results/embeddings/shards/<model>/<shard>.parquet``.
 
-The chunks file is validated before the model loads (rule preflight did it
-first; the chunks it rejected under ``on_bad_chunk: skip`` are skipped here,
-any other bad chunk fails the job). Chunks are then read
-again as a stream, encoded a window at a time and written as one Parquet row
-group per window, so memory holds one window of texts and vectors, not the
-corpus. Every output precision is derived from this file by ``convert``.
+Checkpoint ``shard_plan`` cut the selected chunks into windows and shards by
+content (``embedflow.shards``); an embed job encodes one shard, a window at a
+time (one encode() call and one Parquet row group each), on the GPU slot it
+holds (``embedflow.device_slots``); rule gather streams the parts into
+``embeddings_<model>_float32.parquet``. The shard is checked against the
+chunks file before the model loads. ``embed_corpus`` embeds a whole chunks
+file in one call (benchmarks, and code that needs no workflow).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TextIO
 
@@ -23,9 +24,9 @@ from embedflow.chunks import batched, iter_chunks, select_positions, validate_ch
 from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
 from embedflow.hashing import sha256_text
 from embedflow.provenance import Timer, torch_device_info, write_provenance
-from embedflow.rejected import rejected_positions
 from embedflow.schema import default, defaults
-from embedflow.snakemake_rule import params_json, run_rule
+from embedflow.shards import Shard, ShardPlan, check_shard, read_plan, shard_pairs, split_windows
+from embedflow.snakemake_rule import params_json, run_model_rule
 from embedflow.variants import reduction_of
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,62 @@ class EmbedResult:
     encoder: encoders.Encoder
     timer: Timer
     rejected: int = 0  # chunks left out by on_bad_chunk: skip
+    encoded: int = 0  # texts the model received
+    reused: int = 0  # vectors that were not encoded again
+
+    def shard_record(self) -> dict:
+        """What provenance says of the work: rows, encoded against reused, texts per second."""
+        seconds = self.timer.seconds or 0.0
+        return {"rows": self.rows, "encoded": self.encoded, "reused": self.reused,
+                "seconds": round(seconds, 3),
+                "encoded_texts_per_second": round(self.encoded / seconds, 2) if seconds > 0 else None}
+
+
+def _metadata(settings: EmbedSettings, encoder, corpus_sha256: str) -> EmbeddingsMetadata:
+    return EmbeddingsMetadata(
+        model=settings.model_key,
+        model_source=settings.model["source"],
+        dim=encoder.dim,
+        precision="float32",
+        normalized=encoder.normalize,
+        compute_precision=encoder.compute_precision,
+        text_field=settings.text_field,
+        corpus_sha256=corpus_sha256,
+        reduction=reduction_of(settings.model.get("variant")),
+    )
+
+
+def encode_windows(windows: Iterable[list[tuple[str, str]]], encoder, writer: EmbeddingsWriter,
+                   settings: EmbedSettings, bar) -> int:
+    """Each window of (id, text) in one encode() call, written as one row group; the texts encoded."""
+    prompt = settings.model.get("document_prompt")
+    encoded = 0
+    for window in windows:
+        ids, texts = zip(*window)
+        vectors = encoder.encode(list(texts), prompt, settings.batch_size)
+        writer.write(list(ids), vectors, [sha256_text(t) for t in texts])
+        encoded += len(texts)
+        bar.update(len(window))
+    return encoded
+
+
+def _progress_bar(total: int, progress: TextIO | None):
+    return tqdm(total=total, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None)
+
+
+def _log_done(output, rows: int, encoder, timer: Timer) -> None:
+    log.info("wrote %s: %d rows x %d dims in %.1f s (%.1f chunks/s)",
+             output, rows, encoder.dim, timer.seconds, rows / max(timer.seconds, 1e-9))
+    if encoder.truncated_texts:
+        log.warning(
+            "%d chunk(s) were longer than max_seq_length=%d tokens and were embedded truncated",
+            encoder.truncated_texts, encoder.max_seq_length,
+        )
+
+
+def _load(settings: EmbedSettings):
+    encoders.set_threads(settings.threads)
+    return encoders.load_encoder(settings.model_key, settings.model, settings.device, settings.require_cuda)
 
 
 def embed_corpus(
@@ -71,76 +128,66 @@ def embed_corpus(
     progress: TextIO | None = None,
     skip: Collection[int] = (),
 ) -> EmbedResult:
-    """``skip``: positions of the chunks rejected by rule preflight (results/rejected/)."""
+    """A whole chunks file in fixed windows of ``window_rows``. ``skip``: positions of the chunks
+    rejected by rule preflight (results/rejected/)."""
     corpus = validate_chunks(chunks_path, settings.text_field, skip=skip)
     positions = select_positions(corpus.count, settings.max_chunks, settings.sample, settings.seed, skip)
     selected = corpus.count if positions is None else len(positions)
     log.info("%s: %d chunks, embedding %d (field %r)%s", chunks_path, corpus.count, selected, settings.text_field,
              f"; {len(skip)} rejected chunk(s) left out" if skip else "")
-
-    encoders.set_threads(settings.threads)
-    encoder = encoders.load_encoder(settings.model_key, settings.model, settings.device, settings.require_cuda)
-    meta = EmbeddingsMetadata(
-        model=settings.model_key,
-        model_source=settings.model["source"],
-        dim=encoder.dim,
-        precision="float32",
-        normalized=encoder.normalize,
-        compute_precision=encoder.compute_precision,
-        text_field=settings.text_field,
-        corpus_sha256=corpus.sha256,
-        reduction=reduction_of(settings.model.get("variant")),
-    )
-    prompt = settings.model.get("document_prompt")
+    encoder = _load(settings)
     timer = Timer()
     # Only id and text stay in the window, not each chunk's whole record.
     pairs = ((chunk.id, chunk.text) for chunk in iter_chunks(chunks_path, settings.text_field, positions, skip))
-    with EmbeddingsWriter(output, meta) as writer, tqdm(
-        total=selected, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None
-    ) as bar:
-        for window in batched(pairs, settings.window_rows):
-            ids, texts = zip(*window)
-            vectors = encoder.encode(list(texts), prompt, settings.batch_size)
-            writer.write(list(ids), vectors, [sha256_text(t) for t in texts])
-            bar.update(len(window))
+    with EmbeddingsWriter(output, _metadata(settings, encoder, corpus.sha256)) as writer, \
+            _progress_bar(selected, progress) as bar:
+        encoded = encode_windows(batched(pairs, settings.window_rows), encoder, writer, settings, bar)
     timer.stop()
-    log.info(
-        "wrote %s: %d rows x %d dims in %.1f s (%.1f chunks/s)",
-        output, writer.rows, encoder.dim, timer.seconds, writer.rows / max(timer.seconds, 1e-9),
-    )
-    if encoder.truncated_texts:
-        log.warning(
-            "%d chunk(s) were longer than max_seq_length=%d tokens and were embedded truncated",
-            encoder.truncated_texts, encoder.max_seq_length,
-        )
-    return EmbedResult(writer.rows, corpus.count, corpus.sha256, encoder, timer, len(skip))
+    _log_done(output, writer.rows, encoder, timer)
+    return EmbedResult(writer.rows, corpus.count, corpus.sha256, encoder, timer, len(skip), encoded)
+
+
+def embed_shard(chunks_path: str | Path, plan: ShardPlan, shard: Shard, output: str | Path,
+                settings: EmbedSettings, progress: TextIO | None = None) -> EmbedResult:
+    """One shard of a plan, window by window as the plan cut it. Its part's metadata names the
+    shard's content digest where a whole file names the corpus's (rule gather writes that)."""
+    check_shard(chunks_path, plan, shard)
+    log.info("%s: shard %s, %d chunks in %d window(s), %r to %r (field %r)", chunks_path, shard.name,
+             shard.rows, len(shard.windows), shard.first_id, shard.last_id, plan.text_field)
+    encoder = _load(settings)
+    timer = Timer()
+    windows = split_windows(shard_pairs(chunks_path, plan, shard), shard.windows)
+    with EmbeddingsWriter(output, _metadata(settings, encoder, shard.sha256)) as writer, \
+            _progress_bar(shard.rows, progress) as bar:
+        encoded = encode_windows(windows, encoder, writer, settings, bar)
+    timer.stop()
+    _log_done(output, writer.rows, encoder, timer)
+    return EmbedResult(writer.rows, plan.corpus["chunks"], plan.corpus["sha256"], encoder, timer,
+                       plan.corpus["rejected"], encoded, writer.rows - encoded)
 
 
 def main(snakemake) -> None:
     model = params_json(snakemake, "model")
-    selection = params_json(snakemake, "selection")
     runtime = params_json(snakemake, "runtime")
+    plan = read_plan(snakemake.input.plan)
+    shard = plan.shard(snakemake.wildcards.shard)
     settings = EmbedSettings(
         model_key=snakemake.wildcards.model,
         model={**model, **runtime["model"]},
-        text_field=selection["text_field"],
-        max_chunks=selection.get("max_chunks"),
-        sample=selection.get("sample", EmbedSettings.sample),
-        seed=selection.get("seed", EmbedSettings.seed),
+        text_field=plan.text_field,
         batch_size=runtime["model"]["batch_size"],
-        device=runtime["device"],
+        device=runtime["device"],  # the GPU slot's device (run_model_rule)
         require_cuda=runtime["require_cuda"],
         threads=snakemake.threads,
-        window_rows=runtime["window_rows"],
+        window_rows=plan.window_rows,
     )
-    skip = rejected_positions(snakemake.input.rejected)
     with open(snakemake.log[0], "a", encoding="utf-8") as progress:
-        result = embed_corpus(snakemake.input.chunks, snakemake.output.parquet, settings, progress, skip)
+        result = embed_shard(snakemake.input.chunks, plan, shard, snakemake.output.parquet, settings, progress)
     write_provenance(
         snakemake.output.parquet,
         rule=snakemake.rule,
         wildcards=dict(snakemake.wildcards),
-        config={"model": model, "selection": selection, "runtime (does not change the output)": runtime},
+        config={"model": model, "runtime (does not change the output)": runtime},
         inputs=list(snakemake.input),
         timing=result.timer.record(result.rows, unit="chunks"),
         device={
@@ -150,14 +197,9 @@ def main(snakemake) -> None:
         },
         model=result.encoder.identity,
         extra={
-            "corpus": {
-                "path": str(snakemake.input.chunks),
-                "sha256": result.corpus_sha256,
-                "chunks": result.corpus_rows,  # accepted
-                "rejected": result.rejected,
-                "rejected_file": str(snakemake.input.rejected),
-                "embedded": result.rows,
-            },
+            "shard": {"name": shard.name, "sha256": shard.sha256, "windows": len(shard.windows),
+                      "first_id": shard.first_id, "last_id": shard.last_id, **result.shard_record()},
+            "corpus": {"path": str(snakemake.input.chunks), "text_field": plan.text_field},
             "embedding": {
                 "dim": result.encoder.dim,
                 "normalized": result.encoder.normalize,
@@ -169,4 +211,4 @@ def main(snakemake) -> None:
 
 
 def run(snakemake) -> None:
-    run_rule(snakemake, main)
+    run_model_rule(snakemake, main)

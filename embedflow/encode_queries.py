@@ -10,7 +10,7 @@ import logging
 
 from embedflow.query_set import read_queries
 from embedflow.provenance import Timer, write_provenance
-from embedflow.snakemake_rule import params_json, run_rule
+from embedflow.snakemake_rule import params_json, run_model_rule
 
 log = logging.getLogger(__name__)
 
@@ -45,4 +45,4 @@ def encode_queries_main(snakemake) -> None:
 
 
 def run(snakemake) -> None:
-    run_rule(snakemake, encode_queries_main)
+    run_model_rule(snakemake, encode_queries_main)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from embedflow import __version__
 from embedflow.atomic import write_json
+from embedflow.device_slots import held_record
 from embedflow.hashing import sha256_file, sha256_text, sha256_tree
 from embedflow.paths import PROVENANCE
 
@@ -76,6 +77,9 @@ def software_versions() -> dict[str, str | None]:
 def torch_device_info(device: str | None) -> dict:
     """Device facts; only when torch is already loaded by the rule (planning never imports it)."""
     info: dict = {"device": device, "host_cpu": platform.processor() or platform.machine()}
+    slot = held_record()
+    if slot is not None:
+        info["gpu_slot"] = slot
     torch = sys.modules.get("torch")
     if torch is None:
         return info

@@ -56,8 +56,14 @@ def setup_logging(log_path: str | None) -> None:
     logging.captureWarnings(True)
 
 
+# Params a job's helper set for its main (run_model_rule: the device of the GPU slot).
+_overrides: dict[str, object] = {}
+
+
 def params_json(snakemake, name: str):
     """A canonical-JSON param (see ``embedflow.config``) as Python values."""
+    if name in _overrides:
+        return json.loads(json.dumps(_overrides[name]))
     return json.loads(getattr(snakemake.params, name))
 
 
@@ -74,3 +80,21 @@ def run_rule(snakemake, main: Callable[[object], None]) -> None:
         log.error("rule %s failed: %s: %s%s%s", snakemake.rule, type(error).__name__, lines[0],
                   " …" if len(lines) > 1 else "", where, exc_info=True)
         sys.exit(1)
+
+
+def run_model_rule(snakemake, main: Callable[[object], None]) -> None:
+    """``run_rule`` for a rule that loads a model (``gpu=1``): the job holds a GPU slot
+    (``embedflow.device_slots``) from before the model loads until it ends, and its
+    ``runtime`` param names the slot's device (cuda:N) in place of auto | cuda."""
+    from embedflow.device_slots import hold_device
+
+    def with_slot(snakemake) -> None:
+        runtime = params_json(snakemake, "runtime")
+        with hold_device(runtime["device"]) as slot:
+            _overrides["runtime"] = {**runtime, "device": slot.policy}
+            try:
+                main(snakemake)
+            finally:
+                del _overrides["runtime"]
+
+    run_rule(snakemake, with_slot)
