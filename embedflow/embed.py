@@ -1,12 +1,12 @@
-"""Stage ``embed``: one shard of the corpus → its part, ``results/embeddings/shards/<model>/<shard>.parquet``.
+"""Embedding a stream of windows of chunks, with the vector cache: the library of rule ``embed``.
 
-Checkpoint ``shard_plan`` cut the selected chunks into windows and shards by
-content (``embedflow.shards``); an embed job encodes one shard, a window at a
-time (one encode() call and one Parquet row group each), on the GPU slot it
-holds (``embedflow.device_slots``); rule gather streams the parts into
-``embeddings_<model>_float32.parquet``. The shard is checked against the
-chunks file before the model loads. ``embed_corpus`` embeds a whole chunks
-file in one call (benchmarks, and code that needs no workflow).
+Texts are encoded a window at a time (one encode() call, one Parquet row
+group), each window's vectors taken from the vector cache where it has them
+and encoded for the rest (``cache.windows.WindowEncoder``), so memory holds
+one window of texts and vectors, not the corpus, and a killed job keeps the
+windows it finished. Rule ``embed`` encodes one shard this way
+(``embedflow.embed_shard``); ``embed_corpus`` embeds a whole chunks file in
+one call (benchmarks, and code that needs no workflow).
 """
 
 from __future__ import annotations
@@ -17,16 +17,20 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TextIO
 
+from contextlib import ExitStack
+
 from tqdm import tqdm
 
 from embedflow import encoder as encoders
+from embedflow.cache import VectorCache, run_lock
+from embedflow.cache.windows import WindowEncoder
 from embedflow.chunks import batched, iter_chunks, select_positions, validate_chunks
 from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
 from embedflow.hashing import sha256_text
-from embedflow.provenance import Timer, torch_device_info, write_provenance
+from embedflow.identity import encoder_identity, identity_key, is_resolved
+from embedflow.provenance import Timer, torch_device_info
+from embedflow.tokens import token_counter
 from embedflow.schema import default, defaults
-from embedflow.shards import Shard, ShardPlan, check_shard, read_plan, shard_pairs, split_windows
-from embedflow.snakemake_rule import params_json, run_model_rule
 from embedflow.variants import reduction_of
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,22 @@ class EmbedSettings:
     require_cuda: bool = _EMBED["require_cuda"]
     threads: int = 1  # the job's threads, as Snakemake gives them
     window_rows: int = _EMBED["window_rows"]
+    cache_path: str | None = default("cache.path")  # None: no cache
+
+
+@dataclass
+class EncoderFacts:
+    """What provenance says of the encoder when no model was loaded (every text was cached):
+    the facts the encoder recorded with the cached rows."""
+
+    dim: int
+    normalize: bool
+    compute_precision: str
+    tf32: bool
+    device: str | None
+    max_seq_length: int | None
+    identity: dict
+    truncated_texts: int = 0
 
 
 @dataclass
@@ -60,21 +80,127 @@ class EmbedResult:
     rows: int
     corpus_rows: int
     corpus_sha256: str
-    encoder: encoders.Encoder
+    encoder: encoders.Encoder | EncoderFacts
     timer: Timer
     rejected: int = 0  # chunks left out by on_bad_chunk: skip
-    encoded: int = 0  # texts the model received
-    reused: int = 0  # vectors that were not encoded again
-
-    def shard_record(self) -> dict:
-        """What provenance says of the work: rows, encoded against reused, texts per second."""
-        seconds = self.timer.seconds or 0.0
-        return {"rows": self.rows, "encoded": self.encoded, "reused": self.reused,
-                "seconds": round(seconds, 3),
-                "encoded_texts_per_second": round(self.encoded / seconds, 2) if seconds > 0 else None}
+    cache: dict | None = None  # what the cache gave and what was encoded (provenance)
 
 
-def _metadata(settings: EmbedSettings, encoder, corpus_sha256: str) -> EmbeddingsMetadata:
+def encoder_facts(encoder) -> dict:
+    """Stored with each cache segment: what an all-cached rerun reports of its encoder."""
+    return {
+        "dim": encoder.dim, "normalize": encoder.normalize, "compute_precision": encoder.compute_precision,
+        "tf32": encoder.tf32, "device": encoder.device, "max_seq_length": encoder.max_seq_length,
+        "identity": encoder.identity, "device_kind": device_kind(encoder.device),
+    }
+
+
+def device_kind(device: str | None) -> str:
+    """The kind of device a throughput was measured on: the GPU's name, or cpu."""
+    info = torch_device_info(device)
+    return info.get("gpu_name") or ("cpu" if not device or device == "cpu" else device)
+
+
+def embed_corpus(
+    chunks_path: str | Path,
+    output: str | Path,
+    settings: EmbedSettings,
+    progress: TextIO | None = None,
+    skip: Collection[int] = (),
+) -> EmbedResult:
+    """``skip``: positions of the chunks rejected by rule preflight (results/rejected/)."""
+    corpus = validate_chunks(chunks_path, settings.text_field, skip=skip)
+    positions = select_positions(corpus.count, settings.max_chunks, settings.sample, settings.seed, skip)
+    selected = corpus.count if positions is None else len(positions)
+    log.info("%s: %d chunks, embedding %d (field %r)%s", chunks_path, corpus.count, selected, settings.text_field,
+             f"; {len(skip)} rejected chunk(s) left out" if skip else "")
+
+    # Only id and text stay in the window, not each chunk's whole record.
+    pairs = ((chunk.id, chunk.text) for chunk in iter_chunks(chunks_path, settings.text_field, positions, skip))
+    rows, encoder, record, timer = embed_windows(batched(pairs, settings.window_rows), output, settings,
+                                                 corpus.sha256, selected, progress)
+    return EmbedResult(rows, corpus.count, corpus.sha256, encoder, timer, len(skip), record)
+
+
+def embed_windows(pair_windows: Iterable[list[tuple[str, str]]], output: str | Path, settings: EmbedSettings,
+                  corpus_sha256: str, total: int, progress: TextIO | None = None):
+    """Each window of (id, text): from the cache and the model, written as one row group of
+    ``output``, whose metadata names ``corpus_sha256``. Returns (rows, encoder or its cached
+    facts, the cache and work record, timer)."""
+    encoders.set_threads(settings.threads)
+    prompt = settings.model.get("document_prompt")
+    counter = token_counter(settings.model)
+    windows = WindowEncoder(
+        load=lambda: encoders.load_encoder(settings.model_key, settings.model, settings.device, settings.require_cuda),
+        prompt=prompt,
+        batch_size=settings.batch_size,
+        count_tokens=counter.count if counter else None,
+        facts=encoder_facts,
+    )
+    identity = _cache_identity(settings, windows)
+    cache = None
+    timer = Timer()
+    with ExitStack() as stack:
+        if identity is not None:
+            stack.enter_context(run_lock(settings.cache_path))  # shared: prune waits for no run
+            cache = _open_cache(settings, identity, windows)
+        bar = stack.enter_context(tqdm(
+            total=total, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None
+        ))
+        writer = None
+        for window in pair_windows:
+            ids, texts = zip(*window)
+            hashes = [sha256_text(t) for t in texts]
+            vectors = windows.vectors(list(texts), hashes)
+            if writer is None:  # the dimension is known once a window has vectors
+                writer = stack.enter_context(EmbeddingsWriter(output, _metadata(settings, corpus_sha256, windows)))
+            writer.write(list(ids), vectors, hashes)
+            bar.update(len(window))
+    timer.stop()
+    encoder = windows.encoder or _cached_facts(windows)
+    counts = windows.counts
+    log.info(
+        "wrote %s: %d rows x %d dims in %.1f s; %d rows from the cache, %d texts encoded in %.1f model-seconds",
+        output, writer.rows, encoder.dim, timer.seconds, counts.rows_reused, counts.texts_encoded,
+        counts.model_seconds,
+    )
+    if encoder.truncated_texts:
+        log.warning(
+            "%d chunk(s) were longer than max_seq_length=%d tokens and were embedded truncated",
+            encoder.truncated_texts, encoder.max_seq_length,
+        )
+    record = {**(cache or {"path": None}), **counts.record()}
+    if windows.encoder is not None:  # the kind of device the throughput was measured on
+        record["device_kind"] = device_kind(windows.encoder.device)
+    return writer.rows, encoder, record, timer
+
+
+def _cache_identity(settings: EmbedSettings, windows: WindowEncoder) -> dict | None:
+    """The encoder's identity, for the cache; None when there is no cache to use."""
+    if not settings.cache_path:
+        return None
+    identity = encoder_identity(settings.model)
+    if not is_resolved(identity):
+        windows.model()  # a hub model not downloaded yet: its files are known once it is
+        identity = encoder_identity(settings.model)
+    if not is_resolved(identity):
+        log.warning("model %s: its files could not be identified; the vector cache is not used", settings.model_key)
+        return None
+    return identity
+
+
+def _open_cache(settings: EmbedSettings, identity: dict, windows: WindowEncoder) -> dict:
+    namespace = VectorCache(settings.cache_path).namespace(identity)
+    windows.use_cache(namespace)
+    log.info("vector cache %s: %d entries for this encoder (%s) in %d segment(s)%s",
+             settings.cache_path, namespace.rows, namespace.key[:12], len(namespace.segments),
+             f"; {len(namespace.bad)} bad segment(s) ignored" if namespace.bad else "")
+    return {"path": str(settings.cache_path), "identity_key": identity_key(identity),
+            "entries_at_start": namespace.rows, "bad_segments": sorted(namespace.bad)}
+
+
+def _metadata(settings: EmbedSettings, corpus_sha256: str, windows: WindowEncoder) -> EmbeddingsMetadata:
+    encoder = windows.encoder or _cached_facts(windows)
     return EmbeddingsMetadata(
         model=settings.model_key,
         model_source=settings.model["source"],
@@ -88,127 +214,15 @@ def _metadata(settings: EmbedSettings, encoder, corpus_sha256: str) -> Embedding
     )
 
 
-def encode_windows(windows: Iterable[list[tuple[str, str]]], encoder, writer: EmbeddingsWriter,
-                   settings: EmbedSettings, bar) -> int:
-    """Each window of (id, text) in one encode() call, written as one row group; the texts encoded."""
-    prompt = settings.model.get("document_prompt")
-    encoded = 0
-    for window in windows:
-        ids, texts = zip(*window)
-        vectors = encoder.encode(list(texts), prompt, settings.batch_size)
-        writer.write(list(ids), vectors, [sha256_text(t) for t in texts])
-        encoded += len(texts)
-        bar.update(len(window))
-    return encoded
+def _cached_facts(windows: WindowEncoder) -> EncoderFacts:
+    facts = windows.namespace.facts()
+    identity = {**facts["identity"], "model_loaded": False}
+    return EncoderFacts(facts["dim"], facts["normalize"], facts["compute_precision"], facts["tf32"],
+                        facts["device"], facts["max_seq_length"], identity)
 
 
-def _progress_bar(total: int, progress: TextIO | None):
-    return tqdm(total=total, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None)
+def record_run(settings: EmbedSettings, result: EmbedResult) -> None:
+    """The throughput of this job, where ``embedflow plan`` finds it (embedflow.plan)."""
+    from embedflow.plan import record_throughput
 
-
-def _log_done(output, rows: int, encoder, timer: Timer) -> None:
-    log.info("wrote %s: %d rows x %d dims in %.1f s (%.1f chunks/s)",
-             output, rows, encoder.dim, timer.seconds, rows / max(timer.seconds, 1e-9))
-    if encoder.truncated_texts:
-        log.warning(
-            "%d chunk(s) were longer than max_seq_length=%d tokens and were embedded truncated",
-            encoder.truncated_texts, encoder.max_seq_length,
-        )
-
-
-def _load(settings: EmbedSettings):
-    encoders.set_threads(settings.threads)
-    return encoders.load_encoder(settings.model_key, settings.model, settings.device, settings.require_cuda)
-
-
-def embed_corpus(
-    chunks_path: str | Path,
-    output: str | Path,
-    settings: EmbedSettings,
-    progress: TextIO | None = None,
-    skip: Collection[int] = (),
-) -> EmbedResult:
-    """A whole chunks file in fixed windows of ``window_rows``. ``skip``: positions of the chunks
-    rejected by rule preflight (results/rejected/)."""
-    corpus = validate_chunks(chunks_path, settings.text_field, skip=skip)
-    positions = select_positions(corpus.count, settings.max_chunks, settings.sample, settings.seed, skip)
-    selected = corpus.count if positions is None else len(positions)
-    log.info("%s: %d chunks, embedding %d (field %r)%s", chunks_path, corpus.count, selected, settings.text_field,
-             f"; {len(skip)} rejected chunk(s) left out" if skip else "")
-    encoder = _load(settings)
-    timer = Timer()
-    # Only id and text stay in the window, not each chunk's whole record.
-    pairs = ((chunk.id, chunk.text) for chunk in iter_chunks(chunks_path, settings.text_field, positions, skip))
-    with EmbeddingsWriter(output, _metadata(settings, encoder, corpus.sha256)) as writer, \
-            _progress_bar(selected, progress) as bar:
-        encoded = encode_windows(batched(pairs, settings.window_rows), encoder, writer, settings, bar)
-    timer.stop()
-    _log_done(output, writer.rows, encoder, timer)
-    return EmbedResult(writer.rows, corpus.count, corpus.sha256, encoder, timer, len(skip), encoded)
-
-
-def embed_shard(chunks_path: str | Path, plan: ShardPlan, shard: Shard, output: str | Path,
-                settings: EmbedSettings, progress: TextIO | None = None) -> EmbedResult:
-    """One shard of a plan, window by window as the plan cut it. Its part's metadata names the
-    shard's content digest where a whole file names the corpus's (rule gather writes that)."""
-    check_shard(chunks_path, plan, shard)
-    log.info("%s: shard %s, %d chunks in %d window(s), %r to %r (field %r)", chunks_path, shard.name,
-             shard.rows, len(shard.windows), shard.first_id, shard.last_id, plan.text_field)
-    encoder = _load(settings)
-    timer = Timer()
-    windows = split_windows(shard_pairs(chunks_path, plan, shard), shard.windows)
-    with EmbeddingsWriter(output, _metadata(settings, encoder, shard.sha256)) as writer, \
-            _progress_bar(shard.rows, progress) as bar:
-        encoded = encode_windows(windows, encoder, writer, settings, bar)
-    timer.stop()
-    _log_done(output, writer.rows, encoder, timer)
-    return EmbedResult(writer.rows, plan.corpus["chunks"], plan.corpus["sha256"], encoder, timer,
-                       plan.corpus["rejected"], encoded, writer.rows - encoded)
-
-
-def main(snakemake) -> None:
-    model = params_json(snakemake, "model")
-    runtime = params_json(snakemake, "runtime")
-    plan = read_plan(snakemake.input.plan)
-    shard = plan.shard(snakemake.wildcards.shard)
-    settings = EmbedSettings(
-        model_key=snakemake.wildcards.model,
-        model={**model, **runtime["model"]},
-        text_field=plan.text_field,
-        batch_size=runtime["model"]["batch_size"],
-        device=runtime["device"],  # the GPU slot's device (run_model_rule)
-        require_cuda=runtime["require_cuda"],
-        threads=snakemake.threads,
-        window_rows=plan.window_rows,
-    )
-    with open(snakemake.log[0], "a", encoding="utf-8") as progress:
-        result = embed_shard(snakemake.input.chunks, plan, shard, snakemake.output.parquet, settings, progress)
-    write_provenance(
-        snakemake.output.parquet,
-        rule=snakemake.rule,
-        wildcards=dict(snakemake.wildcards),
-        config={"model": model, "runtime (does not change the output)": runtime},
-        inputs=list(snakemake.input),
-        timing=result.timer.record(result.rows, unit="chunks"),
-        device={
-            **torch_device_info(result.encoder.device),
-            "compute_precision": result.encoder.compute_precision,
-            "tf32": result.encoder.tf32,
-        },
-        model=result.encoder.identity,
-        extra={
-            "shard": {"name": shard.name, "sha256": shard.sha256, "windows": len(shard.windows),
-                      "first_id": shard.first_id, "last_id": shard.last_id, **result.shard_record()},
-            "corpus": {"path": str(snakemake.input.chunks), "text_field": plan.text_field},
-            "embedding": {
-                "dim": result.encoder.dim,
-                "normalized": result.encoder.normalize,
-                "max_seq_length": result.encoder.max_seq_length,
-                "truncated_chunks": result.encoder.truncated_texts,
-            },
-        },
-    )
-
-
-def run(snakemake) -> None:
-    run_model_rule(snakemake, main)
+    record_throughput(settings.cache_path, settings.model_key, result.cache)

@@ -64,7 +64,9 @@ def shard_records(parts: list[str | Path]) -> list[dict]:
 
 
 def _one_model(records: list[dict], parts) -> dict:
-    identities = [record.get("model") for record in records]
+    # model_loaded: false where every text of a shard came from the cache (the same model)
+    identities = [{k: v for k, v in (record.get("model") or {}).items() if k != "model_loaded"}
+                  for record in records]
     for path, identity in zip(parts, identities):
         if identity != identities[0]:
             raise InputError(f"{path}: embedded by another model than {parts[0]} (model identity in their "
@@ -79,6 +81,37 @@ def shard_summary(record: dict) -> dict:
             "device": device.get("device"), "gpu_name": device.get("gpu_name"), "gpu_slot": device.get("gpu_slot")}
 
 
+SUMMED = ("rows", "rows_reused", "rows_encoded", "texts_encoded", "tokens_encoded", "model_seconds", "load_seconds",
+          "segments_written")
+
+
+def total_work(records: list[dict], plan: ShardPlan) -> dict:
+    """The shards' work records summed (this run's and earlier runs' shards alike)."""
+    works = [record.get("cache") or {} for record in records]
+    total = {key: sum(work.get(key) or 0 for work in works) for key in SUMMED}
+    total["model_seconds"] = round(total["model_seconds"], 3)
+    total["identity_key"] = works[0].get("identity_key")
+    total.update(shards=len(records), shard_rows=plan.shard_rows, window_rows=plan.window_rows)
+    return total
+
+
+def plan_beside_outcome(records: list[dict], corpus_sha256: str) -> dict:
+    """What ``embedflow plan`` predicted (its last results/plan.json, made for this corpus and
+    encoder) beside what happened since: the shards embedded after the plan was made encoded
+    their misses; the others were not run, their rows counted as cached."""
+    from embedflow.plan import prediction_for
+
+    predicted = prediction_for((records[0].get("cache") or {}).get("identity_key"), corpus_sha256)
+    if predicted is None:
+        return {"predicted": None, "outcome": None, "agree": None}
+    ran = [record["timing"]["finished"] >= predicted["planned_at"] for record in records]
+    outcome = {
+        "cached": sum(r["cache"]["rows_reused"] if now else r["shard"]["rows"] for r, now in zip(records, ran)),
+        "to_encode": sum(r["cache"]["texts_encoded"] for r, now in zip(records, ran) if now),
+    }
+    return {"predicted": predicted, "outcome": outcome, "agree": all(predicted[k] == outcome[k] for k in outcome)}
+
+
 def main(snakemake) -> None:
     timer = Timer()
     model = params_json(snakemake, "model")
@@ -90,9 +123,9 @@ def main(snakemake) -> None:
     rows = gather_parts(plan, parts, snakemake.output.parquet)
     timer.stop()
     shards = [shard_summary(record) for record in records]
-    encoded = sum(shard["encoded"] for shard in shards)
-    log.info("wrote %s: %d rows from %d shard(s) (%d encoded, %d reused) in %.1f s",
-             snakemake.output.parquet, rows, len(shards), encoded, rows - encoded, timer.seconds)
+    work = total_work(records, plan)
+    log.info("wrote %s: %d rows from %d shard(s) (%d rows encoded, %d reused) in %.1f s",
+             snakemake.output.parquet, rows, len(shards), work["rows_encoded"], work["rows_reused"], timer.seconds)
     embedding = records[0]["embedding"]
     write_provenance(
         snakemake.output.parquet,
@@ -108,8 +141,8 @@ def main(snakemake) -> None:
             "corpus": {**plan.corpus, "embedded": rows},
             "embedding": {**embedding, "truncated_chunks": sum(r["embedding"]["truncated_chunks"] for r in records)},
             "shards": shards,
-            "work": {"rows": rows, "encoded": encoded, "reused": rows - encoded,
-                     "shard_rows": plan.shard_rows, "window_rows": plan.window_rows},
+            "work": work,
+            "plan": plan_beside_outcome(records, plan.corpus["sha256"]),
         },
     )
     _note_stale_parts(Path(parts[0]).parent, parts)

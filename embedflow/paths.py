@@ -18,6 +18,9 @@ RESULTS = "results"
 PREFLIGHT = f"{RESULTS}/preflight.json"
 REJECTED = f"{RESULTS}/rejected/{{corpus}}.jsonl"
 
+# embedflow plan: its last prediction, which embed's provenance shows beside the outcome
+PLAN = f"{RESULTS}/plan.json"
+
 # shard_plan (a checkpoint, one per corpus): the windows and shards of the selected chunks;
 # embed: one part per model x shard (<shard>: its content digest); gather: the parts into one file
 SHARD_PLAN = f"{RESULTS}/shards/{{corpus}}.plan.json"

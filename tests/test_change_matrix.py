@@ -101,6 +101,7 @@ PRECISIONS_ROWS = {
     "embed.threads": (1, NOTHING),
     "embed.window_rows": (5, NOTHING),
     "embed.shard_rows": (4, NOTHING),  # applies when the plan is next made: the same file
+    "cache.path": ("results/cache2", NOTHING),  # where vectors are found, not what they are
     "verify.probe_queries": (lambda old: old + ["one more probe query"], PROBE),
     "verify.spot_check_k": (3, MEASURES),
     "verify.reencode_rows": (4, PROBE),

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from conftest import example_chunks, write_chunks
-from embedflow.embed import EmbedSettings, embed_shard
+from embedflow.embed import EmbedSettings
+from embedflow.embed_shard import embed_shard
 from embedflow.errors import InputError
 from embedflow.gather import gather_parts
 from embedflow.shard_plan import make_plan
@@ -67,7 +68,7 @@ def shard_rows_for(corpus, count: int) -> int:
 def embed_and_gather(corpus, folder, tiny_model, shard_rows: int) -> tuple[bytes, list]:
     plan = make_plan(corpus, SELECTION, 4, shard_rows)
     settings = EmbedSettings("tiny", {"source": str(tiny_model), "normalize": True, "compute_precision": "float32"},
-                             device="cpu", batch_size=3)
+                             device="cpu", batch_size=3, cache_path=None)  # every window encoded
     parts, results = [], []
     for shard in plan.shards:
         part = folder / f"{shard.name}.parquet"
@@ -83,7 +84,7 @@ def test_the_gathered_file_is_the_same_bytes_for_1_3_and_7_shards(corpus, tmp_pa
     for count in (1, 3, 7):
         folder = tmp_path / f"shards-{count}"
         files[count], results = embed_and_gather(corpus, folder, tiny_model, shard_rows_for(corpus, count))
-        assert len(results) == count and sum(r.encoded for r in results) == 80
+        assert len(results) == count and sum(r.cache["texts_encoded"] for r in results) == 80
     assert files[1] == files[3] == files[7]
 
     from embedflow.embeddings_file import read_all
@@ -98,7 +99,7 @@ def test_a_shard_of_a_stale_plan_is_refused_before_the_model_loads(corpus, tmp_p
     chunks = json.loads(corpus.read_text())
     chunks[0]["content"] += " (edited)"
     edited = write_chunks(tmp_path / "chunks.json", chunks)
-    settings = EmbedSettings("tiny", {"source": "/nonexistent"}, device="cpu")
+    settings = EmbedSettings("tiny", {"source": "/nonexistent"}, device="cpu", cache_path=None)
     with pytest.raises(InputError, match=f"shard {plan.shards[0].name} .* changed after the plan"):
         embed_shard(edited, plan, plan.shards[0], tmp_path / "part.parquet", settings)
     assert not (tmp_path / "part.parquet").exists()
