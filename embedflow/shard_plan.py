@@ -32,15 +32,13 @@ def make_plan(chunks_path: str | Path, selection: dict, window_rows: int, shard_
     corpus = validate_chunks(chunks_path, text_field, skip=skip)
     positions = select_positions(corpus.count, selection.get("max_chunks"), selection.get("sample", "head"),
                                  selection.get("seed", 0), skip)
-    ids, hashes = [], []
-    for chunk in iter_chunks(chunks_path, text_field, positions, skip):
-        ids.append(chunk.id)
-        hashes.append(sha256_text(chunk.text))
-    effective = resolve_shard_rows(shard_rows, len(ids))
+    selected = corpus.count if positions is None else len(positions)
+    effective = resolve_shard_rows(shard_rows, selected)
+    pairs = ((chunk.id, sha256_text(chunk.text)) for chunk in iter_chunks(chunks_path, text_field, positions, skip))
+    shards = plan_shards(pairs, window_rows, effective)
     corpus_facts = {"path": str(chunks_path), "sha256": corpus.sha256, "chunks": corpus.count,
-                    "rejected": len(skip), "selected": len(ids)}
-    return ShardPlan(corpus_facts, text_field, window_rows, effective, shard_rows, positions, sorted(skip),
-                     plan_shards(ids, hashes, window_rows, effective))
+                    "rejected": len(skip), "selected": selected}
+    return ShardPlan(corpus_facts, text_field, window_rows, effective, shard_rows, positions, sorted(skip), shards)
 
 
 def main(snakemake) -> None:

@@ -99,45 +99,38 @@ def id_hash(chunk_id: str, salt: bytes) -> int:
     return int.from_bytes(hashlib.sha256(salt + chunk_id.encode("utf-8")).digest()[:8], "big")
 
 
+class Cutter:
+    """Content-defined cuts of a stream, about ``target`` items a group: a group ends at an
+    item whose hash is a multiple of the span once it has at least target // 2 items, or
+    when it reaches 2 * target. A group's end depends on its own items only (from the
+    previous end on), so an edit moves the ends near it and no others."""
+
+    def __init__(self, target: int):
+        self.least, self.most = max(1, target // 2), max(1, 2 * target)
+        self.span = max(1, target - self.least + 1)  # expected size: least - 1 + span = target
+        self.size = 0
+
+    def ends_group(self, value: int) -> bool:
+        self.size += 1
+        if (self.size >= self.least and value % self.span == 0) or self.size >= self.most:
+            self.size = 0
+            return True
+        return False
+
+
 def content_cuts(hashes: Iterable[int], target: int) -> list[int]:
-    """Sizes of consecutive groups of items, about ``target`` items each: a group ends
-    at an item whose hash is a multiple of the span once it has at least target // 2
-    items, or when it reaches 2 * target. A group's end depends on its own items only
-    (from the previous end on), so an edit moves the ends near it and no others."""
-    if target <= 1:
-        return [1 for _ in hashes]
-    least, most = target // 2, 2 * target
-    span = target - least + 1  # expected size: least - 1 + span = target
-    sizes, size = [], 0
+    """Sizes of the groups ``Cutter`` cuts ``hashes`` into."""
+    cutter, sizes, size = Cutter(target), [], 0
     for value in hashes:
         size += 1
-        if (size >= least and value % span == 0) or size == most:
+        if cutter.ends_group(value):
             sizes.append(size)
             size = 0
-    if size:
-        sizes.append(size)
-    return sizes
+    return sizes + ([size] if size else [])
 
 
 WINDOW_SALT = b"embedflow window\0"
 SHARD_SALT = b"embedflow shard\0"
-
-
-def windows_of(ids: Sequence[str], window_rows: int) -> list[int]:
-    return content_cuts((id_hash(i, WINDOW_SALT) for i in ids), window_rows)
-
-
-def group_windows(ids: Sequence[str], windows: Sequence[int], windows_per_shard: int) -> list[list[int]]:
-    """Windows grouped into shards, cut by the hash of each window's last id."""
-    ends, end = [], 0
-    for rows in windows:
-        end += rows
-        ends.append(id_hash(ids[end - 1], SHARD_SALT))
-    groups, at = [], 0
-    for count in content_cuts(ends, windows_per_shard):
-        groups.append(list(windows[at : at + count]))
-        at += count
-    return groups
 
 
 def resolve_shard_rows(setting: int | str, rows: int) -> int:
@@ -150,25 +143,58 @@ def resolve_shard_rows(setting: int | str, rows: int) -> int:
     return setting
 
 
+def _digest_line(chunk_id: str, text_sha256: str) -> bytes:
+    return chunk_id.encode("utf-8") + b"\0" + text_sha256.encode("ascii") + b"\n"
+
+
 def content_digest(pairs: Iterable[tuple[str, str]]) -> str:
     """Digest of (id, text sha256) pairs in order: what a shard is made of."""
     digest = hashlib.sha256()
     for chunk_id, text_sha256 in pairs:
-        digest.update(chunk_id.encode("utf-8") + b"\0" + text_sha256.encode("ascii") + b"\n")
+        digest.update(_digest_line(chunk_id, text_sha256))
     return digest.hexdigest()
 
 
-def plan_shards(ids: Sequence[str], text_hashes: Sequence[str], window_rows: int, shard_rows: int) -> list[Shard]:
-    """The shards of the selected chunks (their ids and text sha256s, in order)."""
-    windows = windows_of(ids, window_rows)
-    per_shard = max(1, round(shard_rows / window_rows))
-    shards, start = [], 0
-    for group in group_windows(ids, windows, per_shard):
-        rows = sum(group)
-        digest = content_digest(zip(ids[start : start + rows], text_hashes[start : start + rows]))
-        shards.append(Shard(digest[:NAME_LENGTH], digest, start, rows, group, ids[start], ids[start + rows - 1]))
-        start += rows
-    return shards
+@dataclass
+class _OpenShard:
+    start: int
+    first_id: str
+    rows: int = 0
+    windows: list[int] = field(default_factory=list)
+    digest: object = field(default_factory=hashlib.sha256)
+
+    def add(self, chunk_id: str, text_sha256: str) -> None:
+        self.digest.update(_digest_line(chunk_id, text_sha256))
+        self.rows += 1
+
+    def end_window(self) -> None:
+        self.windows.append(self.rows - sum(self.windows))
+
+    def close(self, last_id: str) -> Shard:
+        digest = self.digest.hexdigest()
+        return Shard(digest[:NAME_LENGTH], digest, self.start, self.rows, self.windows, self.first_id, last_id)
+
+
+def plan_shards(pairs: Iterable[tuple[str, str]], window_rows: int, shard_rows: int) -> list[Shard]:
+    """The shards of the selected chunks, from their (id, text sha256) in order, in one pass:
+    memory holds the shards, not the chunks. A window ends by the hash of its last id; a
+    shard ends with a window, by another hash of that id."""
+    windows, shards = Cutter(window_rows), Cutter(max(1, round(shard_rows / window_rows)))
+    done, current, last_id = [], None, None
+    for ordinal, (chunk_id, text_sha256) in enumerate(pairs):
+        current = current or _OpenShard(ordinal, chunk_id)
+        current.add(chunk_id, text_sha256)
+        last_id = chunk_id
+        if windows.ends_group(id_hash(chunk_id, WINDOW_SALT)):
+            current.end_window()
+            if shards.ends_group(id_hash(chunk_id, SHARD_SALT)):
+                done.append(current.close(chunk_id))
+                current = None
+    if current is not None:
+        if sum(current.windows) < current.rows:
+            current.end_window()
+        done.append(current.close(last_id))
+    return done
 
 
 def split_windows(items: Iterable, windows: Sequence[int]) -> Iterator[list]:

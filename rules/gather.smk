@@ -16,7 +16,8 @@ rule gather:
     wildcard_constraints:
         model=any_of(MODELS_BY_WAY[None] + MODELS_BY_WAY["projection_head"]),
     conda:
-        "../envs/convert.yaml"
+        # embedflow.plan (what the saved plan predicted) imports a tokenizer: the embed env has it
+        "../envs/embed.yaml"
     params:
         model=model_output_params,
         selection=selection_params,

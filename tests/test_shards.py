@@ -18,7 +18,7 @@ SELECTION = {"text_field": "content"}
 
 
 def names(ids: list[str], window_rows: int = 16, shard_rows: int = 64) -> list[str]:
-    return [shard.name for shard in plan_shards(ids, ["0" * 64] * len(ids), window_rows, shard_rows)]
+    return [shard.name for shard in plan_shards(((i, "0" * 64) for i in ids), window_rows, shard_rows)]
 
 
 def test_an_insertion_or_an_edit_renames_only_the_shards_around_it():
@@ -32,7 +32,7 @@ def test_an_insertion_or_an_edit_renames_only_the_shards_around_it():
 
 def test_windows_do_not_depend_on_the_shard_size():
     ids = [f"chunk-{i}" for i in range(2000)]
-    windows = {rows: [w for shard in plan_shards(ids, ["0" * 64] * 2000, 16, rows) for w in shard.windows]
+    windows = {rows: [w for shard in plan_shards(((i, "0" * 64) for i in ids), 16, rows) for w in shard.windows]
                for rows in (16, 64, 500, 5000)}
     assert len({tuple(w) for w in windows.values()}) == 1
     assert all(8 <= size <= 32 for size in windows[16][:-1])  # half to twice window_rows
@@ -112,3 +112,73 @@ def test_a_plan_reads_back_as_written(corpus, tmp_path):
     write_json(tmp_path / "plan.json", plan.to_json())
     assert read_plan(tmp_path / "plan.json") == plan
     assert sum(shard.rows for shard in plan.shards) == 30 and len(plan.positions) == 30
+
+
+# --- resume: a killed job keeps the windows it finished ---------------------------------
+
+KILLED_JOB = """
+import sys
+from embedflow.cache.store import Namespace
+from embedflow.embed import EmbedSettings
+from embedflow.embed_shard import embed_shard
+from embedflow.shard_plan import make_plan
+
+corpus, cache, output, model, stop = sys.argv[1:]
+put, written = Namespace.put, []
+
+
+def put_and_tell(self, *args, **kwargs):
+    # the real put, then a line on stdout per window kept; after `stop` of them, wait to be killed
+    path = put(self, *args, **kwargs)
+    written.append(path)
+    print(len(written), flush=True)
+    if len(written) == int(stop):
+        sys.stdin.read()
+    return path
+
+
+Namespace.put = put_and_tell
+plan = make_plan(corpus, {"text_field": "content"}, 4, 10_000)
+settings = EmbedSettings("tiny", {"source": model, "normalize": True, "compute_precision": "float32"},
+                         device="cpu", batch_size=3, cache_path=cache)
+embed_shard(corpus, plan, plan.shards[0], output, settings)
+"""
+
+
+def test_a_killed_embed_job_resumes_from_the_windows_it_finished(corpus, tmp_path, tiny_model):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    plan = make_plan(corpus, SELECTION, 4, 10_000)
+    [shard] = plan.shards
+    assert len(shard.windows) >= 10
+    done_windows = len(shard.windows) // 2
+    part = tmp_path / "part.parquet"
+    args = [str(corpus), str(tmp_path / "cache"), str(part), str(tiny_model), str(done_windows)]
+    job = subprocess.Popen([sys.executable, "-c", KILLED_JOB, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        for expected in range(1, done_windows + 1):
+            assert job.stdout.readline() == f"{expected}\n"  # window `expected` is in the cache
+        job.send_signal(signal.SIGKILL)
+        assert job.wait() == -signal.SIGKILL
+    finally:
+        job.kill()
+        job.wait()
+    assert not part.exists()  # nothing half-written
+
+    def settings(cache):
+        return EmbedSettings("tiny", {"source": str(tiny_model), "normalize": True, "compute_precision": "float32"},
+                             device="cpu", batch_size=3, cache_path=str(cache))
+
+    resumed = embed_shard(corpus, plan, shard, part, settings(tmp_path / "cache"))
+    unfinished = sum(shard.windows[done_windows:])
+    assert resumed.cache["texts_encoded"] == unfinished  # the texts the model received
+    assert resumed.cache["rows_reused"] == 80 - unfinished
+    whole = tmp_path / "uninterrupted.parquet"
+    embed_shard(corpus, plan, shard, whole, settings(tmp_path / "fresh-cache"))
+    assert part.read_bytes() == whole.read_bytes()
