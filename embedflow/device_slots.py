@@ -2,7 +2,7 @@
 
 Snakemake counts ``--resources gpu=N`` but assigns no device, so N model jobs
 started at once would all land on ``cuda:0``. Each job that runs a model
-(rules embed, probe, encode_queries, train_head, through ``hold_device``)
+(rules embed, probe, encode_queries, train_head, through ``run_model_rule``)
 takes the first free slot before it loads the model and keeps it until it
 ends. A slot is an exclusive ``fcntl.flock`` on ``<slot dir>/<device>.lock``:
 the kernel releases it when the process ends, also when it is killed, so a
@@ -31,9 +31,11 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from embedflow import snakemake_rule
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +163,17 @@ def _policy_for(policy: str, devices: Devices, slot: int) -> str:
     if torch.cuda.is_available():
         return devices.torch_device(slot)
     return policy
+
+
+def run_model_rule(snakemake, main: Callable[[object], None]) -> None:
+    """``snakemake_rule.run_rule`` for a rule that loads a model (``gpu=1``): the job holds a
+    GPU slot from before the model loads until it ends, and its ``runtime`` param names the
+    slot's device (cuda:N) in place of auto | cuda."""
+
+    def with_slot(snakemake) -> None:
+        runtime = snakemake_rule.params_json(snakemake, "runtime")
+        with hold_device(runtime["device"]) as slot:
+            with snakemake_rule.overridden_param("runtime", {**runtime, "device": slot.policy}):
+                main(snakemake)
+
+    snakemake_rule.run_rule(snakemake, with_slot)

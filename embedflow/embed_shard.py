@@ -4,7 +4,7 @@ Checkpoint ``shard_plan`` cut the selected chunks into windows and shards by
 content (``embedflow.shards``); a job encodes one shard, window by window as
 the plan cut it (``embed.embed_windows``: from the vector cache where it has
 them, a window's new vectors kept as soon as they are encoded), on the GPU
-slot it holds (``snakemake_rule.run_model_rule``). The shard is checked
+slot it holds (``device_slots.run_model_rule``). The shard is checked
 against the chunks file before any model work. Rule ``gather`` streams the
 parts into ``embeddings_<model>_float32.parquet``.
 """
@@ -18,7 +18,8 @@ from typing import TextIO
 from embedflow.embed import EmbedResult, EmbedSettings, embed_windows, record_run
 from embedflow.provenance import torch_device_info, write_provenance
 from embedflow.shards import Shard, ShardPlan, check_shard, read_plan, shard_pairs, split_windows
-from embedflow.snakemake_rule import params_json, run_model_rule
+from embedflow.device_slots import run_model_rule
+from embedflow.snakemake_rule import params_json
 
 log = logging.getLogger(__name__)
 

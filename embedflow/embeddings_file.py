@@ -124,9 +124,10 @@ class EmbeddingsWriter:
 
     def write_table(self, table: pa.Table) -> None:
         """A batch already in this file's columns (rule gather copies row groups), as one row group."""
-        table = table.replace_schema_metadata(self.schema.metadata)
-        if not table.schema.equals(self.schema, check_metadata=True):
-            raise ValueError(f"batch of schema {table.schema}, expected {self.schema}")
+        try:  # Parquet names a list's values "element" where Arrow says "item": the same column
+            table = table.cast(self.schema)
+        except (ValueError, TypeError, pa.ArrowInvalid) as error:
+            raise ValueError(f"batch of schema {table.schema}, expected {self.schema}: {error}") from None
         self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self.rows += table.num_rows
 

@@ -10,7 +10,8 @@ import logging
 
 from embedflow.query_set import read_queries
 from embedflow.provenance import Timer, write_provenance
-from embedflow.snakemake_rule import params_json, run_model_rule
+from embedflow.device_slots import run_model_rule
+from embedflow.snakemake_rule import params_json
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ from embedflow.hashing import sha256_text
 from embedflow.probes_file import Probes, write_probes
 from embedflow.provenance import Timer, torch_device_info, write_provenance
 from embedflow.rejected import rejected_positions
-from embedflow.snakemake_rule import params_json, run_model_rule
+from embedflow.device_slots import run_model_rule
+from embedflow.snakemake_rule import params_json
 from embedflow.vectors import row_cosines
 
 log = logging.getLogger(__name__)

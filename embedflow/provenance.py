@@ -23,7 +23,6 @@ from pathlib import Path
 
 from embedflow import __version__
 from embedflow.atomic import write_json
-from embedflow.device_slots import held_record
 from embedflow.hashing import sha256_file, sha256_text, sha256_tree
 from embedflow.paths import PROVENANCE
 
@@ -77,9 +76,9 @@ def software_versions() -> dict[str, str | None]:
 def torch_device_info(device: str | None) -> dict:
     """Device facts; only when torch is already loaded by the rule (planning never imports it)."""
     info: dict = {"device": device, "host_cpu": platform.processor() or platform.machine()}
-    slot = held_record()
-    if slot is not None:
-        info["gpu_slot"] = slot
+    slots = sys.modules.get("embedflow.device_slots")  # loaded by the rules that run a model
+    if slots is not None and slots.held_record() is not None:
+        info["gpu_slot"] = slots.held_record()
     torch = sys.modules.get("torch")
     if torch is None:
         return info

@@ -12,6 +12,7 @@ a log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -56,8 +57,18 @@ def setup_logging(log_path: str | None) -> None:
     logging.captureWarnings(True)
 
 
-# Params a job's helper set for its main (run_model_rule: the device of the GPU slot).
+# Params a job's helper set for its main (device_slots.run_model_rule: the GPU slot's device).
 _overrides: dict[str, object] = {}
+
+
+@contextlib.contextmanager
+def overridden_param(name: str, value):
+    """Within the block, ``params_json(snakemake, name)`` gives ``value``."""
+    _overrides[name] = value
+    try:
+        yield
+    finally:
+        del _overrides[name]
 
 
 def params_json(snakemake, name: str):
@@ -81,20 +92,3 @@ def run_rule(snakemake, main: Callable[[object], None]) -> None:
                   " …" if len(lines) > 1 else "", where, exc_info=True)
         sys.exit(1)
 
-
-def run_model_rule(snakemake, main: Callable[[object], None]) -> None:
-    """``run_rule`` for a rule that loads a model (``gpu=1``): the job holds a GPU slot
-    (``embedflow.device_slots``) from before the model loads until it ends, and its
-    ``runtime`` param names the slot's device (cuda:N) in place of auto | cuda."""
-    from embedflow.device_slots import hold_device
-
-    def with_slot(snakemake) -> None:
-        runtime = params_json(snakemake, "runtime")
-        with hold_device(runtime["device"]) as slot:
-            _overrides["runtime"] = {**runtime, "device": slot.policy}
-            try:
-                main(snakemake)
-            finally:
-                del _overrides["runtime"]
-
-    run_rule(snakemake, with_slot)

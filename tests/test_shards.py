@@ -58,15 +58,15 @@ def corpus(tmp_path_factory):
 
 
 def shard_rows_for(corpus, count: int) -> int:
-    """A shard size that cuts this corpus into ``count`` shards (window_rows 4)."""
-    for rows in range(4, 400, 4):
-        if len(make_plan(corpus, SELECTION, 4, rows).shards) == count:
+    """A shard size that cuts this corpus into ``count`` shards (window_rows 2)."""
+    for rows in range(2, 200):
+        if len(make_plan(corpus, SELECTION, 2, rows).shards) == count:
             return rows
     raise AssertionError(f"no shard size gives {count} shards")
 
 
 def embed_and_gather(corpus, folder, tiny_model, shard_rows: int) -> tuple[bytes, list]:
-    plan = make_plan(corpus, SELECTION, 4, shard_rows)
+    plan = make_plan(corpus, SELECTION, 2, shard_rows)
     settings = EmbedSettings("tiny", {"source": str(tiny_model), "normalize": True, "compute_precision": "float32"},
                              device="cpu", batch_size=3, cache_path=None)  # every window encoded
     parts, results = [], []
