@@ -67,7 +67,7 @@ def job_events(output: str) -> list[tuple[str, str, str]]:
     events, rule = [], None
     for line in output.splitlines():
         line = line.strip()
-        if match := re.fullmatch(r"(?:local)?rule (\w+):", line):
+        if match := re.fullmatch(r"(?:local)?(?:rule|checkpoint) (\w+):", line):
             rule = match[1]
         elif match := re.fullmatch(r"jobid: (\d+)", line):
             events.append(("start", rule, match[1]))
