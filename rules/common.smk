@@ -190,7 +190,7 @@ def query_vector_params(wildcards):
 
 
 def shard_parts(wildcards):
-    """The parts rule gather reads: one per shard of the plan, known once the checkpoint ran."""
+    """What gather reads: a part per shard of the plan, known once the checkpoint ran."""
     plan = checkpoints.shard_plan.get().output.plan
     return [shard_part_path(wildcards.model, name) for name in shard_names(plan)]
 

@@ -15,8 +15,8 @@ rule gather:
         "results/logs/gather/{model}.log",
     wildcard_constraints:
         model=any_of(MODELS_BY_WAY[None] + MODELS_BY_WAY["projection_head"]),
+    # The embed env: embedflow.plan (what the saved plan predicted) imports a tokenizer.
     conda:
-        # embedflow.plan (what the saved plan predicted) imports a tokenizer: the embed env has it
         "../envs/embed.yaml"
     params:
         model=model_output_params,
