@@ -90,7 +90,7 @@ def encoder_facts(encoder) -> dict:
     """Stored with each cache segment: what an all-cached rerun reports of its encoder."""
     return {
         "dim": encoder.dim, "normalize": encoder.normalize, "compute_precision": encoder.compute_precision,
-        "tf32": encoder.tf32, "device": encoder.device, "max_seq_length": encoder.max_seq_length,
+        "tf32": getattr(encoder, "tf32", False), "device": encoder.device, "max_seq_length": encoder.max_seq_length,
         "identity": encoder.identity, "device_kind": device_kind(encoder.device),
     }
 
@@ -128,16 +128,15 @@ def embed_windows(pair_windows: Iterable[list[tuple[str, str]]], output: str | P
     ``output``, whose metadata names ``corpus_sha256``. Returns (rows, encoder or its cached
     facts, the cache and work record, timer)."""
     encoders.set_threads(settings.threads)
-    prompt = settings.model.get("document_prompt")
-    counter = token_counter(settings.model)
     windows = WindowEncoder(
         load=lambda: encoders.load_encoder(settings.model_key, settings.model, settings.device, settings.require_cuda),
-        prompt=prompt,
+        prompt=settings.model.get("document_prompt"),
         batch_size=settings.batch_size,
-        count_tokens=counter.count if counter else None,
         facts=encoder_facts,
     )
     identity = _cache_identity(settings, windows)
+    counter = token_counter(settings.model)  # after _cache_identity: a hub model may just have been fetched
+    windows.count_tokens = counter.count if counter else None
     cache = None
     timer = Timer()
     with ExitStack() as stack:
@@ -147,14 +146,13 @@ def embed_windows(pair_windows: Iterable[list[tuple[str, str]]], output: str | P
         bar = stack.enter_context(tqdm(
             total=total, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None
         ))
-        writer = None
+        if windows.dim is None:
+            windows.model()  # nothing cached for this encoder: every text needs the model
+        writer = stack.enter_context(EmbeddingsWriter(output, _metadata(settings, corpus_sha256, windows)))
         for window in pair_windows:
             ids, texts = zip(*window)
             hashes = [sha256_text(t) for t in texts]
-            vectors = windows.vectors(list(texts), hashes)
-            if writer is None:  # the dimension is known once a window has vectors
-                writer = stack.enter_context(EmbeddingsWriter(output, _metadata(settings, corpus_sha256, windows)))
-            writer.write(list(ids), vectors, hashes)
+            writer.write(list(ids), windows.vectors(list(texts), hashes), hashes)
             bar.update(len(window))
     timer.stop()
     encoder = windows.encoder or _cached_facts(windows)
@@ -223,6 +221,6 @@ def _cached_facts(windows: WindowEncoder) -> EncoderFacts:
 
 def record_run(settings: EmbedSettings, result: EmbedResult) -> None:
     """The throughput of this job, where ``embedflow plan`` finds it (embedflow.plan)."""
-    from embedflow.plan import record_throughput
+    from embedflow.cache.runs import record_throughput
 
     record_throughput(settings.cache_path, settings.model_key, result.cache)

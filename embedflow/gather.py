@@ -99,7 +99,7 @@ def plan_beside_outcome(records: list[dict], corpus_sha256: str) -> dict:
     """What ``embedflow plan`` predicted (its last results/plan.json, made for this corpus and
     encoder) beside what happened since: the shards embedded after the plan was made encoded
     their misses; the others were not run, their rows counted as cached."""
-    from embedflow.plan import prediction_for
+    from embedflow.cache.runs import prediction_for
 
     predicted = prediction_for((records[0].get("cache") or {}).get("identity_key"), corpus_sha256)
     if predicted is None:

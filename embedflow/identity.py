@@ -140,7 +140,9 @@ def canonical(value) -> str:
 def encoder_identity(spec: dict) -> dict:
     """Everything in ``spec`` (a model as ``variants.resolve`` gives it) and in its files
     that can change a vector; JSON primitives only."""
-    spec = {**defaults(name="model"), **spec}  # a default left out is the same setting
+    # A setting left out (or None, which the schema allows only where None is the default)
+    # is its default: the same identity however the spec was built.
+    spec = {**defaults(name="model"), **{key: value for key, value in spec.items() if value is not None}}
     source = resolve_source(spec["source"])
     folder = model_folder(spec)
     identity = {

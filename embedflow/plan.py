@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ import numpy as np
 
 from embedflow.atomic import write_json
 from embedflow.cache.segment import KEY_BYTES, prefixes_of
+from embedflow.cache.runs import throughput_records
 from embedflow.cache.store import VectorCache
 from embedflow.chunks import iter_chunks, select_positions, validate_chunks
 from embedflow.config import model_output_slice
@@ -39,7 +39,6 @@ from embedflow.variants import keys_by_way, resolve
 
 log = logging.getLogger(__name__)
 
-RUNS = "runs"  # <cache>/runs/<identity key>/<finished>-<pid>.json: throughput of each embed job
 UNKNOWN = "unknown: no run measured yet"
 
 
@@ -72,59 +71,38 @@ def corpus_keys(config: dict) -> CorpusKeys:
     return CorpusKeys(str(path), summary.sha256, summary.count, len(summary.rejected), skip, positions, keys)
 
 
-# --- throughput records ----------------------------------------------------------------
-
-
-def record_throughput(cache_path: str | Path, model_key: str, cache: dict) -> Path | None:
-    """Keep an embed job's measured throughput in the cache, for later plans."""
-    if not cache.get("texts_encoded") or not cache.get("model_seconds"):
-        return None
-    finished = datetime.now(UTC)
-    record = {
-        "model": model_key, "identity_key": cache["identity_key"], "device_kind": cache.get("device_kind"),
-        "finished": finished.isoformat(),
-        **{key: cache.get(key) for key in ("texts_encoded", "tokens_encoded", "model_seconds", "load_seconds",
-                                            "texts_per_second", "tokens_per_second")},
-    }
-    folder = Path(cache_path) / RUNS / cache["identity_key"]
-    return write_json(folder / f"{finished:%Y%m%dT%H%M%S%f}-{os.getpid()}.json", record)
-
-
-def throughput_records(cache_path: str | Path | None) -> list[dict]:
-    root = Path(cache_path) / RUNS if cache_path else None
-    if root is None or not root.is_dir():
-        return []
-    records = []
-    for path in sorted(root.glob("*/*.json")):
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
-    return records
+# --- estimates ------------------------------------------------------------------------
 
 
 def estimate(records: list[dict], key: str, model: str, texts: int, tokens: int | None,
              device_kind: str | None) -> dict | str:
-    """Seconds to encode, from the newest record of this encoder (else of this model key) on
-    ``device_kind`` (None: the kind of the newest record)."""
+    """Seconds to encode, at the rate pooled over the embed jobs of this encoder (else of this
+    model key) on ``device_kind`` (None: the kind of the newest job): their tokens (or texts)
+    over their model-seconds, so that a big job weighs more than a job of five texts; plus
+    the newest job's model load time."""
     if not texts:
         return {"seconds": 0.0, "basis": "nothing to encode"}
     mine = [r for r in records if r["identity_key"] == key] or [r for r in records if r.get("model") == model]
-    if device_kind is not None:
-        mine = [r for r in mine if r.get("device_kind") == device_kind]
+    if mine and device_kind is None:
+        device_kind = max(mine, key=lambda r: r["finished"]).get("device_kind")
+    mine = [r for r in mine if r.get("device_kind") == device_kind]
     if not mine:
         return UNKNOWN + (f" on {device_kind}" if device_kind else "")
-    newest = max(mine, key=lambda r: r["finished"])
-    same = newest["identity_key"] == key
-    if tokens is not None and newest.get("tokens_per_second"):
-        seconds, rate = tokens / newest["tokens_per_second"], f"{newest['tokens_per_second']:,.0f} tokens/s"
+    seconds_measured = sum(r["model_seconds"] for r in mine)
+    measured_tokens = sum(r.get("tokens_encoded") or 0 for r in mine)
+    if tokens is not None and measured_tokens and all(r.get("tokens_encoded") for r in mine):
+        rate = measured_tokens / seconds_measured
+        seconds, shown = tokens / rate, f"{rate:,.0f} tokens/s"
     else:
-        seconds, rate = texts / newest["texts_per_second"], f"{newest['texts_per_second']:,.1f} texts/s"
+        rate = sum(r["texts_encoded"] for r in mine) / seconds_measured
+        seconds, shown = texts / rate, f"{rate:,.1f} texts/s"
+    newest = max(mine, key=lambda r: r["finished"])
     seconds += newest.get("load_seconds") or 0.0
-    basis = f"{rate} measured on {newest['device_kind']} at {newest['finished'][:16]}Z"
-    if not same:
-        basis += " by another identity of this model (prompt, precision or files differ)"
-    return {"seconds": round(seconds, 1), "basis": basis, "device_kind": newest["device_kind"]}
+    basis = (f"{shown} over {len(mine)} embed job(s) on {device_kind}, the newest at {newest['finished'][:16]}Z, "
+             f"+ {newest.get('load_seconds') or 0:.0f} s to load the model")
+    if newest["identity_key"] != key:
+        basis += "; measured by another identity of this model (prompt, precision or files differ)"
+    return {"seconds": round(seconds, 1), "basis": basis, "device_kind": device_kind}
 
 
 # --- the model part --------------------------------------------------------------------
@@ -224,20 +202,6 @@ def make_plan(config: dict, tokens: bool = True, device_kind: str | None = None,
 
 def save_plan(plan: dict, path: str | Path = PLAN) -> Path:
     return write_json(path, plan)
-
-
-def prediction_for(key: str | None, corpus_sha256: str, path: str | Path = PLAN) -> dict | None:
-    """What the saved plan predicted for this encoder on this corpus (None: no such plan)."""
-    try:
-        plan = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    if key is None or plan.get("corpus", {}).get("sha256") != corpus_sha256:
-        return None
-    for entry in plan.get("models", {}).values():
-        if entry.get("identity_key") == key:
-            return {"cached": entry["cached"], "to_encode": entry["to_encode"], "planned_at": plan["planned_at"]}
-    return None
 
 
 # --- for people --------------------------------------------------------------------------

@@ -15,9 +15,8 @@ rule gather:
         "results/logs/gather/{model}.log",
     wildcard_constraints:
         model=any_of(MODELS_BY_WAY[None] + MODELS_BY_WAY["projection_head"]),
-    # The embed env: embedflow.plan (what the saved plan predicted) imports a tokenizer.
     conda:
-        "../envs/embed.yaml"
+        "../envs/convert.yaml"
     params:
         model=model_output_params,
         selection=selection_params,

@@ -121,6 +121,8 @@ def _prune_namespace(space: Namespace, keep: np.ndarray, older_than, dry_run: bo
             untouched.append(segment)
         else:
             rewrite.append((segment, np.flatnonzero(wanted)))
+    untouched += _alone_and_whole(rewrite)
+    rewrite = [item for item in rewrite if item[0] not in untouched]
     report.bad_segments_removed += sorted(space.bad)
     if not untouched and not any(len(rows) for _, rows in rewrite):
         report.removed_namespaces.append(space.key)
@@ -146,6 +148,14 @@ def _remove_namespace(folder: Path) -> None:
     (folder / IDENTITY_FILE).unlink(missing_ok=True)
     if not any(folder.iterdir()):
         folder.rmdir()
+
+
+def _alone_and_whole(rewrite) -> list:
+    """Segments that keep every row and have no other segment of their day to merge with."""
+    by_day: dict[str, list] = {}
+    for segment, rows in rewrite:
+        by_day.setdefault(_day(segment), []).append((segment, rows))
+    return [group[0][0] for group in by_day.values() if len(group) == 1 and len(group[0][1]) == group[0][0].rows]
 
 
 def _member(prefixes: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:

@@ -214,10 +214,12 @@ class Namespace:
         return path
 
     def _merge_pending(self) -> None:
-        prefixes = np.concatenate([self._index.prefixes, *(p.prefixes for p in self._pending)])
-        rows = np.concatenate([self._index.rows, *(p.rows for p in self._pending)])
-        order = np.argsort(prefixes, kind="stable")
-        self._index, self._pending = _Index(prefixes[order], rows[order]), []
+        """Insert the pending keys into the sorted index: O(n) copies, no sort of the whole."""
+        new = _Index.build([p.prefixes for p in self._pending], 0)
+        new_rows = np.concatenate([p.rows for p in self._pending])[new.rows]
+        at = np.searchsorted(self._index.prefixes, new.prefixes, "right")  # after equal ones: older first
+        self._index = _Index(np.insert(self._index.prefixes, at, new.prefixes), np.insert(self._index.rows, at, new_rows))
+        self._pending = []
 
 
 class VectorCache:
