@@ -15,8 +15,10 @@ rule gather:
         "results/logs/gather/{model}.log",
     wildcard_constraints:
         model=any_of(MODELS_BY_WAY[None] + MODELS_BY_WAY["projection_head"]),
+    # The embed env: the cache's identity module (what the saved plan is keyed by) can
+    # resolve a hub model's files.
     conda:
-        "../envs/convert.yaml"
+        "../envs/embed.yaml"
     params:
         model=model_output_params,
         selection=selection_params,
