@@ -109,7 +109,7 @@ def test_embed_provenance_names_model_device_and_config(finished, torch_device):
     assert shard["texts_per_second"] > 0
     assert record["timing"]["chunks"] == CHUNKS
     assert record["inputs"][0]["path"] == "results/shards/chunks.plan.json"
-    part = read_provenance(shard["part"])
+    part = read_provenance(finished.path(shard["part"]))
     assert part["rule"] == "embed" and part["inputs"][0]["path"] == "data/chunks.json"
     assert record["software"]["sentence-transformers"]
 

@@ -14,6 +14,10 @@ from embedflow.embeddings_file import read_all
 from embedflow.hashing import sha256_text
 
 
+# The float32 file by name: Snakemake 9.27's --until stops at the checkpoint shard_plan.
+FLOAT32 = "results/embeddings/embeddings_minilm_float32.parquet"
+
+
 def start(workflow, *args) -> subprocess.Popen:
     return subprocess.Popen(
         [*SNAKEMAKE, "--cores", "1", "--resources", "gpu=1", *args],
@@ -47,7 +51,7 @@ def test_sigkill_during_embed_then_rerun_gives_a_complete_file(workflow):
     write_chunks(workflow.path("data/chunks.json"), chunks)
     workflow.update_config(precisions=["float32"])
     log = workflow.path("results/logs/gather/minilm.log")
-    run = start(workflow, "--until", "gather")
+    run = start(workflow, "--", FLOAT32)
     folder = workflow.path("results/embeddings")
     try:
         # The writer opens its temporary file once the model is loaded, then encodes into it.
@@ -58,10 +62,10 @@ def test_sigkill_during_embed_then_rerun_gives_a_complete_file(workflow):
     leftovers = list(folder.rglob(".*.tmp"))
     assert leftovers  # the killed writer could not clean up ...
 
-    refused = workflow.snakemake("--until", "gather", check=False)  # the killed run's lock is still there
+    refused = workflow.snakemake("--", FLOAT32, check=False)  # the killed run's lock is still there
     assert refused.returncode != 0 and "--unlock" in refused.stdout + refused.stderr
     workflow.snakemake("--unlock")
-    workflow.snakemake("--until", "gather")
+    workflow.snakemake("--", FLOAT32)
     meta, rows = read_all(workflow.path("results/embeddings/embeddings_minilm_float32.parquet"))
     assert rows.ids == [str(c["id"]) for c in chunks]
     assert rows.hashes == [sha256_text(c["content"]) for c in chunks]
@@ -73,10 +77,10 @@ def test_sigkill_during_embed_then_rerun_gives_a_complete_file(workflow):
 def test_a_second_run_in_the_same_folder_is_refused(workflow):
     write_chunks(workflow.path("data/chunks.json"), example_chunks(60))
     workflow.update_config(precisions=["float32"])
-    first = start(workflow, "--until", "gather")
+    first = start(workflow, "--", FLOAT32)
     try:
         wait_for(lambda: any(workflow.path("results/logs/embed").rglob("*.log")), process=first)
-        second = workflow.snakemake("--until", "gather", check=False)
+        second = workflow.snakemake("--", FLOAT32, check=False)
         assert second.returncode != 0
         assert "cannot be locked" in second.stdout + second.stderr
         assert first.wait(timeout=300) == 0
