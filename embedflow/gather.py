@@ -86,12 +86,12 @@ SUMMED = ("rows", "rows_reused", "rows_encoded", "texts_encoded", "tokens_encode
 
 
 def total_work(records: list[dict], plan: ShardPlan) -> dict:
-    """The shards' work records summed (this run's and earlier runs' shards alike)."""
+    """The shards' work records summed: what making the file's parts took, each when it was
+    made (with the cache's path and the encoder's identity key, as the parts recorded them)."""
     works = [record.get("cache") or {} for record in records]
     total = {key: sum(work.get(key) or 0 for work in works) for key in SUMMED}
     total["model_seconds"] = round(total["model_seconds"], 3)
-    total["identity_key"] = works[0].get("identity_key")
-    total.update(shards=len(records), shard_rows=plan.shard_rows, window_rows=plan.window_rows)
+    total.update(path=works[0].get("path"), identity_key=works[0].get("identity_key"))
     return total
 
 
@@ -141,7 +141,9 @@ def main(snakemake) -> None:
             "corpus": {**plan.corpus, "embedded": rows},
             "embedding": {**embedding, "truncated_chunks": sum(r["embedding"]["truncated_chunks"] for r in records)},
             "shards": shards,
-            "work": work,
+            "sharding": {"shards": len(shards), "shard_rows": plan.shard_rows, "window_rows": plan.window_rows},
+            # as an embed job's record has it (the cache's prune keeps the identity that outputs name)
+            "cache": work,
             "plan": plan_beside_outcome(records, plan.corpus["sha256"]),
         },
     )
