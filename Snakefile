@@ -13,6 +13,7 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/preflight.smk"
+include: "rules/export_backend.smk"
 include: "rules/embed.smk"
 include: "rules/fit_pca.smk"
 include: "rules/project.smk"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from embedflow.backends import check_backends
 from embedflow.variants import check_models, is_variant
 
 # Model settings that change the vectors a model produces. batch_size does not.
@@ -27,6 +28,8 @@ MODEL_OUTPUT_KEYS = (
     "compute_precision",
     "normalize",
     "trust_remote_code",
+    "backend",
+    "quantization",
 )
 
 
@@ -67,6 +70,7 @@ def load_config(path: str | Path) -> dict:
         schema = "variant.schema.yaml" if is_variant(spec) else "model.schema.yaml"
         validate(spec, str(schemas / schema))
     check_models(config["models"])
+    check_backends(config["models"])
     return config
 
 

@@ -90,6 +90,8 @@ def embed_corpus(
         text_field=settings.text_field,
         corpus_sha256=corpus.sha256,
         reduction=reduction_of(settings.model.get("variant")),
+        backend=encoder.identity.get("backend", "torch"),
+        quantization=encoder.identity.get("quantization"),
     )
     prompt = settings.model.get("document_prompt")
     timer = Timer()

@@ -225,7 +225,7 @@ def _hub_snapshot(name: str, revision: str | None) -> Path | None:
         return None
 
 
-def _identity(spec: dict, source: ModelSource, adapter_applied: bool) -> dict:
+def model_identity(spec: dict, source: ModelSource, adapter_applied: bool) -> dict:
     folder = Path(source.name_or_path) if source.kind != "hub" else _hub_snapshot(
         source.name_or_path, spec.get("revision")
     )
@@ -237,6 +237,8 @@ def _identity(spec: dict, source: ModelSource, adapter_applied: bool) -> dict:
         "resolved_revision": folder.name if source.kind == "hub" and folder else None,
         "weights_sha256": weights_sha256(folder) if folder else None,
         "adapter": None,
+        "backend": spec.get("backend") or "torch",
+        "quantization": spec.get("quantization"),
     }
     if spec.get("adapter"):
         identity["adapter"] = {
@@ -263,18 +265,11 @@ def _apply_adapter(model, adapter: str) -> bool:
     return bool(model.active_adapters())
 
 
-def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -> Encoder:
-    """Load a model per its config spec; logs device, precision, TF32 and dimension."""
-    import torch
+def load_torch_model(spec: dict, source: ModelSource, device: str, dtype=None):
+    """The sentence-transformers model of a spec (truncation and max_seq_length set), as torch
+    loads it; rule export_backend exports its Transformer module from this too."""
     from sentence_transformers import SentenceTransformer
 
-    source = resolve_source(spec["source"])
-    device = resolve_device(device_policy, require_cuda)
-    compute = spec["compute_precision"]
-    dtype = torch_dtype(compute)
-    for message in precision_warnings(compute, device):
-        log.warning(message)
-    log.info("model %s: loading %s (%s) on %s", key, source.name_or_path, source.kind, device_name(device))
     model = SentenceTransformer(
         source.name_or_path,
         device=device,
@@ -282,10 +277,31 @@ def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -
         trust_remote_code=spec.get("trust_remote_code", False),
         truncate_dim=spec.get("truncate_dim"),
         local_files_only=source.kind != "hub",
-        model_kwargs={"dtype": dtype},
+        model_kwargs={"dtype": dtype if dtype is not None else torch_dtype("float32")},
     )
     if spec.get("max_seq_length"):
         model.max_seq_length = spec["max_seq_length"]
+    return model
+
+
+def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -> Encoder:
+    """Load a model per its config spec; logs device, precision, TF32 and dimension.
+    Dispatches on ``spec["backend"]`` (embedflow.backends; torch when absent)."""
+    from embedflow.backends import check_backend, is_exported
+
+    check_backend(key, spec)
+    if is_exported(spec):
+        from embedflow.backends.onnx import load_exported_encoder
+
+        return load_exported_encoder(key, spec, device_policy, require_cuda)
+    source = resolve_source(spec["source"])
+    device = resolve_device(device_policy, require_cuda)
+    compute = spec["compute_precision"]
+    dtype = torch_dtype(compute)
+    for message in precision_warnings(compute, device):
+        log.warning(message)
+    log.info("model %s: loading %s (%s) on %s", key, source.name_or_path, source.kind, device_name(device))
+    model = load_torch_model(spec, source, device, dtype)
     adapter_applied = _apply_adapter(model, spec["adapter"]) if spec.get("adapter") else False
     model.to(dtype)
     model.eval()
@@ -316,7 +332,7 @@ def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -
         dim=dim if projection is None else projection.dim,
         normalize=spec["normalize"],
         max_seq_length=model.max_seq_length,
-        identity=_identity(spec, source, adapter_applied),
+        identity=model_identity(spec, source, adapter_applied),
         projection=projection,
     )
 

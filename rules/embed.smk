@@ -6,6 +6,8 @@ rule embed:
         # What rule preflight left out (on_bad_chunk: skip); it also orders this job after it.
         rejected=REJECTED,
         model_files=local_model_files,
+        # backend onnx / openvino: the exported graph (rule export_backend)
+        export=exported_graph,
     output:
         parquet=unless_configured("float32", embeddings_path("{model}", "float32")),
         provenance=unless_configured(

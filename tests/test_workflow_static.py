@@ -42,6 +42,9 @@ DISTRIBUTIONS = {
     "hypothesis": "hypothesis",
     "sklearn": "scikit-learn",
     "PIL": "pillow",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "nncf": "nncf",
 }
 # Imported directly but brought by a pinned dependency (distribution -> the pyproject.toml
 # dependency that requires it); its version is still locked by constraints.txt.
