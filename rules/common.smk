@@ -64,7 +64,9 @@ MODELS_BY_WAY = keys_by_way(config["models"])
 # Models with backend onnx or openvino that have an export of their own (rule export_backend);
 # a truncation or PCA variant runs its base's.
 EXPORTED_MODELS = sorted(
-    key for key, spec in MODELS.items() if is_exported(spec) and export_key(key, spec) == key
+    key
+    for key, spec in MODELS.items()
+    if is_exported(spec) and export_key(key, spec) == key
 )
 PRECISION_NAMES = precision_names()
 # Every precision is derived from the float32 file of one model pass.
@@ -190,7 +192,11 @@ def query_encoder_params(wildcards):
 def head_base_params(wildcards):
     # A projection head trains on its base's torch model whatever the base's backend
     # (embedflow.train_head): the backend reaches the head's own export, not its training.
-    spec = {**MODELS[variant_of(wildcards)["base"]], "backend": "torch", "quantization": None}
+    spec = {
+        **MODELS[variant_of(wildcards)["base"]],
+        "backend": "torch",
+        "quantization": None,
+    }
     return canonical_json(
         {**model_output_slice(spec), "query_prompt": spec["query_prompt"]}
     )

@@ -16,7 +16,7 @@ rule export_backend:
         "../envs/embed.yaml"
     threads: config["embed"]["threads"]
     resources:
-        # It loads the torch model to export it: one model job at a time, as the others.
+        # It loads the torch model to export it, so one model job at a time, as the others.
         gpu=1,
     params:
         # What changes the graph: source, revision, remote code, backend, quantization.
