@@ -11,8 +11,10 @@ starts. Beside them are the shared pieces: ``chunks`` (the corpus, with
 precision), ``precision`` (the dtype map and the casts), ``embeddings_file``
 (the Parquet contract), ``vectors`` (vector math), ``projection``,
 ``database``, ``tables`` and ``search`` (pgvector), ``metrics``,
-``provenance``, ``paths`` (where outputs live), ``schema`` (defaults), and
-``cli`` (``embedflow search | check | psql``). The design is docs/design.md.
+``provenance``, ``paths`` (where outputs live), ``schema`` (defaults),
+``identity`` (what can change a vector) with ``cache`` (the vector cache)
+and ``plan`` (what a run will encode), and ``cli`` (``embedflow search |
+check | psql | plan | cache``). The design is docs/design.md.
 
 The names below are the public API that benchmarks and users may import
 (``from embedflow import load_encoder``); everything else may change. Names
@@ -37,8 +39,10 @@ _PUBLIC = {
     # models
     "Encoder": "encoder",
     "load_encoder": "encoder",
-    "resolve_source": "encoder",
-    "weights_sha256": "encoder",
+    "resolve_source": "identity",
+    "weights_sha256": "identity",
+    "encoder_identity": "identity",
+    "identity_key": "identity",
     "set_threads": "encoder",
     # embeddings files and precisions
     "EmbeddingsMetadata": "embeddings_file",
@@ -62,16 +66,21 @@ _PUBLIC = {
     "verify_embeddings": "verify",
     "VerifySettings": "verify",
     "load_table": "load",
+    "ServingSettings": "serving",
+    "plan_table": "table_plan",
     "IndexSettings": "index",
     "build_index": "index",
     "measure_recall": "index",
+    # the vector cache and the plan
+    "VectorCache": "cache",
+    "make_plan": "plan",
     # pgvector
     "DatabaseSettings": "database",
     "connect": "database",
     "embedded_server": "database",
     "SearchPlan": "search",
     # config and records
-    "load_config": "config",
+    "load_config": "config_file",
     "canonical_json": "config",
     "read_provenance": "provenance",
     "retrieval_metrics": "metrics",

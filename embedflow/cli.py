@@ -4,6 +4,9 @@
     embedflow check                 # markers against the live database
     embedflow check --invalidate    # ... and forget what drifted, for the next run
     embedflow psql -c '\\dt+'        # psql on the embedded database
+    embedflow plan [--json]         # what a run will encode, and about how long it takes
+    embedflow cache stats           # the vector cache, per encoder identity
+    embedflow cache prune           # keep only the entries the current outputs use
 
 Both read the workflow's config (``--config``, default config/config.yaml)
 and reach the same database the rules use.
@@ -110,6 +113,69 @@ def cmd_psql(args, config: dict) -> int:
         return subprocess.run([str(POSTGRES_BIN_PATH / "psql"), uri, *args.psql_args]).returncode
 
 
+def cmd_plan(args, config: dict) -> int:
+    import os
+
+    from embedflow.plan import run_plan
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # plan is its own process: use the cores
+    print(run_plan(config, args.json, tokens=not args.no_tokens, device_kind=args.device_kind, save=not args.no_save))
+    return 0
+
+
+def _cache_path(config: dict) -> str:
+    path = config["cache"]["path"]
+    if not path:
+        raise UserError("cache.path is null in the config: there is no vector cache")
+    return path
+
+
+def cmd_cache_stats(args, config: dict) -> int:
+    import json
+
+    from embedflow.cache.maintenance import cache_stats
+
+    path = _cache_path(config)
+    stats = cache_stats(path, verify=args.verify)
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return 1 if any(s["bad_segments"] for s in stats) else 0
+    print(f"vector cache {path}: {len(stats)} encoder identit{'y' if len(stats) == 1 else 'ies'}")
+    for entry in stats:
+        identity = entry["identity"]
+        print(f"{entry['identity_key'][:16]}  {entry['entries']:>12,} entries  {entry['segments']:>6,} segments  "
+              f"{entry['bytes'] / 2**20:>10,.1f} MiB  {len(entry['bad_segments'])} bad  "
+              f"{identity['source']} ({identity['compute_precision']}, prompt {identity['document_prompt']!r})")
+        for segment, problem in entry["bad_segments"].items():
+            print(f"    bad: {segment}: {problem}")
+    return 1 if any(s["bad_segments"] for s in stats) else 0
+
+
+def cmd_cache_prune(args, config: dict) -> int:
+    from datetime import UTC, datetime
+
+    from embedflow.cache.maintenance import prune, used_keys
+    from embedflow.paths import EMBEDDINGS
+
+    path = _cache_path(config)
+    older_than = None
+    if args.older_than:
+        try:
+            older_than = datetime.fromisoformat(args.older_than)
+        except ValueError:
+            raise UserError(f"--older-than {args.older_than!r}: not a date (YYYY-MM-DD or an ISO 8601 time)") from None
+        older_than = older_than if older_than.tzinfo else older_than.replace(tzinfo=UTC)
+    keep = used_keys(config, EMBEDDINGS.format(model="*", precision="float32"))
+    report = prune(path, keep, older_than, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"vector cache {path}: {verb} {report.removed_entries:,} entries, kept {report.kept_entries:,}; "
+          f"segments {report.segments_before:,} -> {report.segments_after:,}; "
+          f"{report.bytes_before / 2**20:,.1f} -> {report.bytes_after / 2**20:,.1f} MiB")
+    for bad in report.bad_segments_removed:
+        print(f"    {verb} bad segment {bad}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="embedflow", description=__doc__.split("\n")[0])
     main.add_argument("--config", default="config/config.yaml", help="the workflow's config file")
@@ -131,13 +197,31 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--invalidate", action="store_true", help="remove drifted markers so the next run rebuilds them")
     check.set_defaults(run=cmd_check)
 
+    plan = commands.add_parser("plan", help="what a run will encode and about how long it takes (no model, no GPU)")
+    plan.add_argument("--json", action="store_true", help="the plan as JSON")
+    plan.add_argument("--no-tokens", action="store_true", help="skip counting the tokens to encode")
+    plan.add_argument("--device-kind", help="estimate for this kind of device (a GPU's name, or cpu)")
+    plan.add_argument("--no-save", action="store_true", help="do not write results/plan.json")
+    plan.set_defaults(run=cmd_plan)
+
+    cache = commands.add_parser("cache", help="the vector cache (cache.path)").add_subparsers(
+        dest="cache_command", required=True)
+    stats = cache.add_parser("stats", help="entries, segments, bytes and bad segments per encoder identity")
+    stats.add_argument("--verify", action="store_true", help="check every row's crc32 too (reads every vector)")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(run=cmd_cache_stats)
+    prune = cache.add_parser("prune", help="keep only the entries the current outputs and config use; compact")
+    prune.add_argument("--older-than", help="remove only unused entries written before this date (YYYY-MM-DD)")
+    prune.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    prune.set_defaults(run=cmd_cache_prune)
+
     psql = commands.add_parser("psql", help="psql on the embedded database (started and stopped around it)")
     psql.set_defaults(run=cmd_psql)  # further arguments go to psql, e.g. -c '\\dt+' 
     return main
 
 
 def main(argv: list[str] | None = None) -> int:
-    from embedflow.config import load_config
+    from embedflow.config_file import load_config
     from embedflow.snakemake_rule import setup_logging
 
     command_line = parser()

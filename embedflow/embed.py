@@ -16,13 +16,19 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import TextIO
 
+from contextlib import ExitStack
+
 from tqdm import tqdm
 
 from embedflow import encoder as encoders
+from embedflow.cache import VectorCache, run_lock
+from embedflow.cache.windows import WindowEncoder
 from embedflow.chunks import batched, iter_chunks, select_positions, validate_chunks
 from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
 from embedflow.hashing import sha256_text
+from embedflow.identity import encoder_identity, identity_key, is_resolved
 from embedflow.provenance import Timer, torch_device_info, write_provenance
+from embedflow.tokens import token_counter
 from embedflow.rejected import rejected_positions
 from embedflow.schema import default, defaults
 from embedflow.snakemake_rule import params_json, run_rule
@@ -52,6 +58,22 @@ class EmbedSettings:
     require_cuda: bool = _EMBED["require_cuda"]
     threads: int = 1  # the job's threads, as Snakemake gives them
     window_rows: int = _EMBED["window_rows"]
+    cache_path: str | None = default("cache.path")  # None: no cache
+
+
+@dataclass
+class EncoderFacts:
+    """What provenance says of the encoder when no model was loaded (every text was cached):
+    the facts the encoder recorded with the cached rows."""
+
+    dim: int
+    normalize: bool
+    compute_precision: str
+    tf32: bool
+    device: str | None
+    max_seq_length: int | None
+    identity: dict
+    truncated_texts: int = 0
 
 
 @dataclass
@@ -59,9 +81,25 @@ class EmbedResult:
     rows: int
     corpus_rows: int
     corpus_sha256: str
-    encoder: encoders.Encoder
+    encoder: encoders.Encoder | EncoderFacts
     timer: Timer
     rejected: int = 0  # chunks left out by on_bad_chunk: skip
+    cache: dict | None = None  # what the cache gave and what was encoded (provenance)
+
+
+def encoder_facts(encoder) -> dict:
+    """Stored with each cache segment: what an all-cached rerun reports of its encoder."""
+    return {
+        "dim": encoder.dim, "normalize": encoder.normalize, "compute_precision": encoder.compute_precision,
+        "tf32": getattr(encoder, "tf32", False), "device": encoder.device, "max_seq_length": encoder.max_seq_length,
+        "identity": encoder.identity, "device_kind": device_kind(encoder.device),
+    }
+
+
+def device_kind(device: str | None) -> str:
+    """The kind of device a throughput was measured on: the GPU's name, or cpu."""
+    info = torch_device_info(device)
+    return info.get("gpu_name") or ("cpu" if not device or device == "cpu" else device)
 
 
 def embed_corpus(
@@ -79,8 +117,80 @@ def embed_corpus(
              f"; {len(skip)} rejected chunk(s) left out" if skip else "")
 
     encoders.set_threads(settings.threads)
-    encoder = encoders.load_encoder(settings.model_key, settings.model, settings.device, settings.require_cuda)
-    meta = EmbeddingsMetadata(
+    windows = WindowEncoder(
+        load=lambda: encoders.load_encoder(settings.model_key, settings.model, settings.device, settings.require_cuda),
+        prompt=settings.model.get("document_prompt"),
+        batch_size=settings.batch_size,
+        facts=encoder_facts,
+    )
+    identity = _cache_identity(settings, windows)
+    counter = token_counter(settings.model)  # after _cache_identity: a hub model may just have been fetched
+    windows.count_tokens = counter.count if counter else None
+    cache = None
+    timer = Timer()
+    # Only id and text stay in the window, not each chunk's whole record.
+    pairs = ((chunk.id, chunk.text) for chunk in iter_chunks(chunks_path, settings.text_field, positions, skip))
+    with ExitStack() as stack:
+        if identity is not None:
+            stack.enter_context(run_lock(settings.cache_path))  # shared: prune waits for no run
+            cache = _open_cache(settings, identity, windows)
+        bar = stack.enter_context(tqdm(
+            total=selected, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None
+        ))
+        if windows.dim is None:
+            windows.model()  # nothing cached for this encoder: every text needs the model
+        writer = stack.enter_context(EmbeddingsWriter(output, _metadata(settings, corpus, windows)))
+        for window in batched(pairs, settings.window_rows):
+            ids, texts = zip(*window)
+            hashes = [sha256_text(t) for t in texts]
+            writer.write(list(ids), windows.vectors(list(texts), hashes), hashes)
+            bar.update(len(window))
+    timer.stop()
+    encoder = windows.encoder or _cached_facts(windows)
+    counts = windows.counts
+    log.info(
+        "wrote %s: %d rows x %d dims in %.1f s; %d rows from the cache, %d texts encoded in %.1f model-seconds",
+        output, writer.rows, encoder.dim, timer.seconds, counts.rows_reused, counts.texts_encoded,
+        counts.model_seconds,
+    )
+    if encoder.truncated_texts:
+        log.warning(
+            "%d chunk(s) were longer than max_seq_length=%d tokens and were embedded truncated",
+            encoder.truncated_texts, encoder.max_seq_length,
+        )
+    record = {**(cache or {"path": None}), **counts.record()}
+    if windows.encoder is not None:  # the kind of device the throughput was measured on
+        record["device_kind"] = device_kind(windows.encoder.device)
+    return EmbedResult(writer.rows, corpus.count, corpus.sha256, encoder, timer, len(skip), record)
+
+
+def _cache_identity(settings: EmbedSettings, windows: WindowEncoder) -> dict | None:
+    """The encoder's identity, for the cache; None when there is no cache to use."""
+    if not settings.cache_path:
+        return None
+    identity = encoder_identity(settings.model)
+    if not is_resolved(identity):
+        windows.model()  # a hub model not downloaded yet: its files are known once it is
+        identity = encoder_identity(settings.model)
+    if not is_resolved(identity):
+        log.warning("model %s: its files could not be identified; the vector cache is not used", settings.model_key)
+        return None
+    return identity
+
+
+def _open_cache(settings: EmbedSettings, identity: dict, windows: WindowEncoder) -> dict:
+    namespace = VectorCache(settings.cache_path).namespace(identity)
+    windows.use_cache(namespace)
+    log.info("vector cache %s: %d entries for this encoder (%s) in %d segment(s)%s",
+             settings.cache_path, namespace.rows, namespace.key[:12], len(namespace.segments),
+             f"; {len(namespace.bad)} bad segment(s) ignored" if namespace.bad else "")
+    return {"path": str(settings.cache_path), "identity_key": identity_key(identity),
+            "entries_at_start": namespace.rows, "bad_segments": sorted(namespace.bad)}
+
+
+def _metadata(settings: EmbedSettings, corpus, windows: WindowEncoder) -> EmbeddingsMetadata:
+    encoder = windows.encoder or _cached_facts(windows)
+    return EmbeddingsMetadata(
         model=settings.model_key,
         model_source=settings.model["source"],
         dim=encoder.dim,
@@ -93,29 +203,32 @@ def embed_corpus(
         backend=encoder.identity.get("backend", "torch"),
         quantization=encoder.identity.get("quantization"),
     )
-    prompt = settings.model.get("document_prompt")
-    timer = Timer()
-    # Only id and text stay in the window, not each chunk's whole record.
-    pairs = ((chunk.id, chunk.text) for chunk in iter_chunks(chunks_path, settings.text_field, positions, skip))
-    with EmbeddingsWriter(output, meta) as writer, tqdm(
-        total=selected, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None
-    ) as bar:
-        for window in batched(pairs, settings.window_rows):
-            ids, texts = zip(*window)
-            vectors = encoder.encode(list(texts), prompt, settings.batch_size)
-            writer.write(list(ids), vectors, [sha256_text(t) for t in texts])
-            bar.update(len(window))
-    timer.stop()
-    log.info(
-        "wrote %s: %d rows x %d dims in %.1f s (%.1f chunks/s)",
-        output, writer.rows, encoder.dim, timer.seconds, writer.rows / max(timer.seconds, 1e-9),
-    )
-    if encoder.truncated_texts:
-        log.warning(
-            "%d chunk(s) were longer than max_seq_length=%d tokens and were embedded truncated",
-            encoder.truncated_texts, encoder.max_seq_length,
-        )
-    return EmbedResult(writer.rows, corpus.count, corpus.sha256, encoder, timer, len(skip))
+
+
+def _cached_facts(windows: WindowEncoder) -> EncoderFacts:
+    facts = windows.namespace.facts()
+    identity = {**facts["identity"], "model_loaded": False}
+    return EncoderFacts(facts["dim"], facts["normalize"], facts["compute_precision"], facts["tf32"],
+                        facts["device"], facts["max_seq_length"], identity)
+
+
+def record_run(settings: EmbedSettings, result: EmbedResult) -> None:
+    """The throughput of this job, where ``embedflow plan`` finds it (embedflow.plan)."""
+    from embedflow.cache.runs import record_throughput
+
+    record_throughput(settings.cache_path, settings.model_key, result.cache)
+
+
+def plan_beside_outcome(result: EmbedResult) -> dict:
+    """What ``embedflow plan`` predicted for this job (its last results/plan.json, when it was
+    made for this corpus and encoder), beside what happened."""
+    from embedflow.cache.runs import prediction_for
+
+    cache = result.cache
+    predicted = prediction_for(cache.get("identity_key"), result.corpus_sha256)
+    outcome = {"cached": cache["rows_reused"], "to_encode": cache["texts_encoded"]}
+    return {"predicted": predicted, "outcome": outcome,
+            "agree": None if predicted is None else all(predicted[k] == outcome[k] for k in outcome)}
 
 
 def main(snakemake) -> None:
@@ -134,10 +247,14 @@ def main(snakemake) -> None:
         require_cuda=runtime["require_cuda"],
         threads=snakemake.threads,
         window_rows=runtime["window_rows"],
+        cache_path=params_json(snakemake, "cache")["path"],
     )
+    runtime = {**runtime, "cache": params_json(snakemake, "cache")}
     skip = rejected_positions(snakemake.input.rejected)
     with open(snakemake.log[0], "a", encoding="utf-8") as progress:
         result = embed_corpus(snakemake.input.chunks, snakemake.output.parquet, settings, progress, skip)
+    if result.cache.get("path"):
+        record_run(settings, result)
     write_provenance(
         snakemake.output.parquet,
         rule=snakemake.rule,
@@ -164,8 +281,10 @@ def main(snakemake) -> None:
                 "dim": result.encoder.dim,
                 "normalized": result.encoder.normalize,
                 "max_seq_length": result.encoder.max_seq_length,
-                "truncated_chunks": result.encoder.truncated_texts,
+                "truncated_chunks": result.encoder.truncated_texts,  # of the texts this job encoded
             },
+            "cache": result.cache,
+            "plan": plan_beside_outcome(result),
         },
     )
 

@@ -14,41 +14,24 @@ from pathlib import Path
 
 import numpy as np
 
-from embedflow.bundled import BUNDLED_MODELS, BUNDLED_PREFIX, bundled_folder
 from embedflow.errors import ConfigError, UserError
-from embedflow.hashing import sha256_file, sha256_tree
+from embedflow.hashing import sha256_tree
+from embedflow.identity import (  # re-exported: the encoder's identity lives there
+    WEIGHT_SUFFIXES,
+    ModelSource,
+    encoder_identity,
+    file_sha256,
+    hub_snapshot,
+    identity_key,
+    resolve_source,
+    weights_sha256,
+)
 from embedflow.projection import Projection, for_variant
 from embedflow.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
 COMPUTE_PRECISIONS = ("float32", "tf32", "float16", "bfloat16")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
-# --- where a model comes from -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    kind: str  # bundled | local | hub
-    name_or_path: str
-
-
-def resolve_source(source: str) -> ModelSource:
-    if source.startswith(BUNDLED_PREFIX):
-        name = source[len(BUNDLED_PREFIX) :]
-        if name not in BUNDLED_MODELS:
-            raise ConfigError(
-                f"unknown bundled model {name!r}; bundled models: {sorted(BUNDLED_MODELS)}"
-            )
-        return ModelSource("bundled", str(bundled_folder(name)))
-    if source.startswith((".", "/", "~")) or Path(source).expanduser().exists():
-        path = Path(source).expanduser()
-        if not path.is_dir():
-            raise ConfigError(f"model path {source} is not a folder")
-        return ModelSource("local", str(path.resolve()))
-    return ModelSource("hub", source)
 
 
 # --- device and compute precision --------------------------------------------
@@ -208,25 +191,10 @@ def _token_lengths(tokenizer, texts: list[str], prompt: str) -> list[int]:
     return lengths
 
 
-def weights_sha256(folder: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(folder)): sha256_file(path)
-        for path in sorted(folder.rglob("*"))
-        if path.suffix in WEIGHT_SUFFIXES and path.is_file()
-    }
-
-
-def _hub_snapshot(name: str, revision: str | None) -> Path | None:
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name, revision=revision, local_files_only=True))
-    except Exception:  # not in the local cache in the layout we know: identity by name only
-        return None
-
-
 def model_identity(spec: dict, source: ModelSource, adapter_applied: bool) -> dict:
-    folder = Path(source.name_or_path) if source.kind != "hub" else _hub_snapshot(
+    """The provenance record of the model: where it came from, its files' sha256, and
+    ``identity_key``, the key of its vectors in the cache (embedflow.identity)."""
+    folder = Path(source.name_or_path) if source.kind != "hub" else hub_snapshot(
         source.name_or_path, spec.get("revision")
     )
     identity = {
@@ -251,7 +219,8 @@ def model_identity(spec: dict, source: ModelSource, adapter_applied: bool) -> di
     if variant:
         identity["variant"] = dict(variant)
         if variant.get("path"):
-            identity["variant"]["sha256"] = sha256_file(variant["path"])
+            identity["variant"]["sha256"] = file_sha256(variant["path"])
+    identity["identity_key"] = identity_key(encoder_identity(spec))
     return identity
 
 

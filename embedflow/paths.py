@@ -18,6 +18,9 @@ RESULTS = "results"
 PREFLIGHT = f"{RESULTS}/preflight.json"
 REJECTED = f"{RESULTS}/rejected/{{corpus}}.jsonl"
 
+# embedflow plan: its last prediction, which embed's provenance shows beside the outcome
+PLAN = f"{RESULTS}/plan.json"
+
 # embed / project (float32), convert (the other precisions)
 EMBEDDINGS = f"{RESULTS}/embeddings/embeddings_{{model}}_{{precision}}.parquet"
 # Every output has a sibling provenance record.

@@ -29,5 +29,10 @@ rule embed:
         model=model_output_params,
         selection=selection_params,
         runtime=embed_runtime_params,
+        # Where cached vectors are, not what they are: computed from `resources`,
+        # so untracked (see embed_runtime_params in common.smk) and never a rerun.
+        cache=lambda wildcards, resources: canonical_json(
+            {"path": config["cache"]["path"]}
+        ),
     script:
         "../scripts/embed.py"

