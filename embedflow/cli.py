@@ -40,7 +40,7 @@ def encode_query(spec: dict, key: str, text: str, device: str):
     from embedflow.encoder import load_encoder
 
     encoder = load_encoder(key, spec, device, require_cuda=False)
-    return encoder.encode([text], spec.get("query_prompt"), batch_size=1)[0]
+    return encoder.encode([text], spec.get("query_prompt"), batch_size=1, input_type="query")[0]
 
 
 def cmd_search(args, config: dict) -> int:

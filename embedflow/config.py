@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+from embedflow.backends.http_settings import is_http, vector_slice
 
 # Model settings that change the vectors a model produces. batch_size does not.
 MODEL_OUTPUT_KEYS = (
@@ -25,8 +26,6 @@ MODEL_OUTPUT_KEYS = (
     "compute_precision",
     "normalize",
     "trust_remote_code",
-    "backend",
-    "quantization",
 )
 
 
@@ -37,6 +36,13 @@ def canonical_json(value) -> str:
 def model_output_slice(spec: dict) -> dict:
     """``spec`` as ``variants.resolve`` gives it; a variant adds what it reduces and how."""
     output = {key: spec.get(key) for key in MODEL_OUTPUT_KEYS}
+    # Only where set: the params of a torch model stay as they were before backends came.
+    if spec.get("backend", "torch") != "torch":
+        output["backend"] = spec["backend"]
+    if spec.get("quantization"):
+        output["quantization"] = spec["quantization"]
+    if is_http(spec):
+        output["http"] = vector_slice(spec["http"])
     if spec.get("variant"):
         output["variant"] = spec["variant"]
     return output

@@ -25,9 +25,10 @@ from embedflow.cache import VectorCache, run_lock
 from embedflow.cache.windows import WindowEncoder
 from embedflow.chunks import batched, iter_chunks, select_positions, validate_chunks
 from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
+from embedflow.errors import InputError, TextRefused
 from embedflow.hashing import sha256_text
 from embedflow.identity import encoder_identity, identity_key, is_resolved
-from embedflow.provenance import Timer, torch_device_info, write_provenance
+from embedflow.provenance import Timer, encoder_usage, torch_device_info, write_provenance
 from embedflow.tokens import token_counter
 from embedflow.rejected import rejected_positions
 from embedflow.schema import default, defaults
@@ -143,7 +144,11 @@ def embed_corpus(
         for window in batched(pairs, settings.window_rows):
             ids, texts = zip(*window)
             hashes = [sha256_text(t) for t in texts]
-            writer.write(list(ids), windows.vectors(list(texts), hashes), hashes)
+            try:
+                vectors = windows.vectors(list(texts), hashes)
+            except TextRefused as error:  # an API refused one text: name its chunk
+                raise InputError(f"{chunks_path}: chunk id {ids[texts.index(error.text)]!r}: {error}") from None
+            writer.write(list(ids), vectors, hashes)
             bar.update(len(window))
     timer.stop()
     encoder = windows.encoder or _cached_facts(windows)
@@ -153,6 +158,8 @@ def embed_corpus(
         output, writer.rows, encoder.dim, timer.seconds, counts.rows_reused, counts.texts_encoded,
         counts.model_seconds,
     )
+    for name, value in encoder_usage(encoder).items():
+        log.info("%s: %s", name, value)
     if encoder.truncated_texts:
         log.warning(
             "%d chunk(s) were longer than max_seq_length=%d tokens and were embedded truncated",
@@ -285,6 +292,7 @@ def main(snakemake) -> None:
             },
             "cache": result.cache,
             "plan": plan_beside_outcome(result),
+            **encoder_usage(result.encoder),
         },
     )
 

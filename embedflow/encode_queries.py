@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from embedflow.query_set import read_queries
-from embedflow.provenance import Timer, write_provenance
+from embedflow.provenance import Timer, encoder_usage, write_provenance
 from embedflow.snakemake_rule import params_json, run_rule
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def encode_queries_main(snakemake) -> None:
     query_ids, texts, _ = read_queries(snakemake.input.queries)
     encoders.set_threads(snakemake.threads)
     encoder = encoders.load_encoder(snakemake.wildcards.model, spec, runtime["device"], runtime["require_cuda"])
-    vectors = encoder.encode(texts, spec.get("query_prompt"), spec["batch_size"])
+    vectors = encoder.encode(texts, spec.get("query_prompt"), spec["batch_size"], input_type="query")
     meta = EmbeddingsMetadata(
         model=snakemake.wildcards.model, model_source=spec["source"], dim=encoder.dim, precision="float32",
         normalized=encoder.normalize, compute_precision=encoder.compute_precision, text_field="query",
@@ -41,7 +41,7 @@ def encode_queries_main(snakemake) -> None:
         snakemake.output.queries, rule=snakemake.rule, wildcards=dict(snakemake.wildcards),
         config={"model": model, "runtime (does not change the output)": runtime},
         inputs=[snakemake.input.queries], timing=timer.stop().record(len(texts), unit="queries"),
-        model=encoder.identity,
+        model=encoder.identity, extra=encoder_usage(encoder),
     )
 
 

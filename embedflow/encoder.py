@@ -142,8 +142,11 @@ class Encoder:
     # exactly as rule project applies it to the base's stored vectors.
     projection: Projection | None = None
 
-    def encode(self, texts: list[str], prompt: str | None, batch_size: int) -> np.ndarray:
-        """Texts → float32 vectors (rows, dim), normalized in float32 when asked."""
+    def encode(
+        self, texts: list[str], prompt: str | None, batch_size: int, input_type: str = "document"
+    ) -> np.ndarray:
+        """Texts → float32 vectors (rows, dim), normalized in float32 when asked. ``input_type``
+        (document | query) is for APIs that take it (backend http); a local model has the prompt."""
         import torch
 
         self._count_truncated(texts, prompt or "")
@@ -255,10 +258,15 @@ def load_torch_model(spec: dict, source: ModelSource, device: str, dtype=None):
 
 def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -> Encoder:
     """Load a model per its config spec; logs device, precision, TF32 and dimension.
-    Dispatches on ``spec["backend"]`` (embedflow.backends; torch when absent)."""
+    Dispatches on ``spec["backend"]`` (embedflow.backends; torch when absent): http is an API
+    client, onnx and openvino run an exported graph."""
     from embedflow.backends import check_backend, is_exported
 
     check_backend(key, spec)
+    if spec.get("backend") == "http":  # an API client (embedflow.backends.http)
+        from embedflow.backends.http import load_http_encoder
+
+        return load_http_encoder(key, spec)
     if is_exported(spec):
         from embedflow.backends.onnx import load_exported_encoder
 

@@ -11,3 +11,13 @@ class InputError(UserError):
 
 class ConfigError(UserError):
     """The configuration asks for something that cannot be done."""
+
+
+class TextRefused(UserError):
+    """A text that a backend refuses to encode (an API's 400 for it alone): ``position`` is its
+    index in the ``encode`` call and ``text`` the text as given, which the caller turns into a
+    chunk id."""
+
+    def __init__(self, message: str, position: int, text: str | None = None):
+        super().__init__(message)
+        self.position, self.text = position, text

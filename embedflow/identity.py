@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedflow.backends.http_settings import VECTOR_KEYS as HTTP_VECTOR_KEYS, is_http, vector_slice
 from embedflow.bundled import BUNDLED_MODELS, BUNDLED_PREFIX, bundled_folder
 from embedflow.errors import ConfigError
 from embedflow.schema import defaults
@@ -31,8 +32,6 @@ from embedflow.schema import defaults
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # Files of a model folder that change no vector: docs, git and Snakemake's bookkeeping.
 IGNORED_FILES = re.compile(r"(^|/)(\.[^/]*|README(\.[a-z]+)?)$", re.IGNORECASE)
-# The http settings that change vectors (never the key's variable, limits or price).
-HTTP_VECTOR_KEYS = ("provider", "model", "base_url", "dimensions")
 # Model settings that change a vector (config.MODEL_OUTPUT_KEYS without the paths).
 SPEC_VECTOR_KEYS = (
     "compute_precision", "document_prompt", "max_seq_length", "normalize", "truncate_dim", "trust_remote_code",
@@ -143,6 +142,8 @@ def encoder_identity(spec: dict) -> dict:
     # A setting left out (or None, which the schema allows only where None is the default)
     # is its default: the same identity however the spec was built.
     spec = {**defaults(name="model"), **{key: value for key, value in spec.items() if value is not None}}
+    if is_http(spec):
+        return _http_model_identity(spec)
     source = resolve_source(spec["source"])
     folder = model_folder(spec)
     identity = {
@@ -159,6 +160,19 @@ def encoder_identity(spec: dict) -> dict:
         "variant": _variant_identity(spec.get("variant")),
     }
     return identity
+
+
+def _http_model_identity(spec: dict) -> dict:
+    """An API model has no files here: the provider, model, base URL (the provider's own when
+    left out) and dimensions name it, with the settings that change its vectors on this side."""
+    return {
+        "source": spec["source"],
+        "kind": "http",
+        **{key: spec.get(key) for key in SPEC_VECTOR_KEYS},
+        "backend": "http",
+        "http": vector_slice(spec["http"]),
+        "variant": _variant_identity(spec.get("variant")),
+    }
 
 
 def _model_files_digest(source: ModelSource, folder: Path | None) -> str | None:

@@ -7,9 +7,8 @@ model's ``tokenizer.json``, by the ``tokenizers`` library), and an estimate of
 the encode time from the throughput embed measured for that encoder on a kind
 of device. No torch, no model, no GPU, no database.
 
-Per table: ``embedflow.table_plan.plan_table(config=..., model=..., precision=...,
-model_plan=...) -> dict`` when that module exists (the load side's plan);
-without it only the model part is printed.
+Per table: ``embedflow.table_plan.plan_servable_tables`` (the load side's plan), given each
+model's identity key and the chunks the model part found rejected.
 
 The plan is saved to ``results/plan.json``; embed's provenance shows it beside
 what the job did (``plan.predicted`` / ``plan.outcome``).
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from embedflow.atomic import write_json
+from embedflow.backends.http_settings import is_http, plan_cost
 from embedflow.cache.segment import KEY_BYTES, prefixes_of
 from embedflow.cache.runs import throughput_records
 from embedflow.cache.store import VectorCache
@@ -150,7 +150,17 @@ def plan_model(config: dict, key: str, corpus: CorpusKeys, cache: VectorCache | 
             entry["tokens"] = round(counted * len(encode_rows) / len(sample)) if len(sample) else 0
             entry["tokens_estimated_from"] = int(len(sample)) if len(sample) < len(encode_rows) else None
     entry["estimate"] = estimate(records, entry["identity_key"], key, entry["to_encode"], entry["tokens"], device_kind)
+    if is_http(spec):  # an API bills what it is sent: its tokens (estimated) and their price
+        entry["http"] = _http_cost(config, resolve(config["models"], key), corpus, encode_rows)
     return entry
+
+
+def _http_cost(config: dict, spec: dict, corpus: CorpusKeys, rows: np.ndarray) -> dict:
+    wanted = np.zeros(len(corpus.keys), dtype=bool)
+    wanted[rows] = True
+    chunks = iter_chunks(corpus.path, config["text_field"], corpus.positions, corpus.skip)
+    texts = (chunk.text for ordinal, chunk in enumerate(chunks) if wanted[ordinal])
+    return plan_cost(texts, spec, spec.get("document_prompt"))
 
 
 def _count_tokens(config: dict, spec: dict, corpus: CorpusKeys, rows: np.ndarray) -> int | None:
@@ -171,20 +181,14 @@ def _count_tokens(config: dict, spec: dict, corpus: CorpusKeys, rows: np.ndarray
     return total + counter.count(texts)
 
 
-def table_part(config: dict, models: dict) -> dict | None:
-    """The load side's plan per table (embedflow.table_plan, when it exists)."""
-    try:
-        from embedflow.table_plan import plan_table
-    except ImportError:
-        return None
-    from embedflow.tables import COLUMN_TYPES, table_name
+def table_part(config: dict, models: dict, corpus: CorpusKeys) -> dict | None:
+    """The load side's plan per table (embedflow.table_plan)."""
+    from embedflow.table_plan import plan_servable_tables
+    from embedflow.tables import table_name
 
-    tables = {}
-    for key, entry in models.items():
-        for precision in (p for p in config["precisions"] if p in COLUMN_TYPES):
-            name = table_name(config["database"]["table"], key, precision)
-            tables[name] = plan_table(config=config, model=key, precision=precision, model_plan=entry)
-    return tables
+    identities = {key: entry.get("identity_key") for key, entry in models.items()}
+    plans = plan_servable_tables(config, identities, skip=corpus.skip)
+    return {table_name(config["database"]["table"], plan["model"], plan["precision"]): plan for plan in plans}
 
 
 def make_plan(config: dict, tokens: bool = True, device_kind: str | None = None, tables: bool = True) -> dict:
@@ -204,7 +208,7 @@ def make_plan(config: dict, tokens: bool = True, device_kind: str | None = None,
         "cache": cache_path,
         "models": models,
     }
-    plan["tables"] = table_part(config, models) if tables else None
+    plan["tables"] = table_part(config, models, corpus) if tables else None
     plan["seconds"] = round(time.perf_counter() - started, 3)
     return plan
 
@@ -240,6 +244,8 @@ def describe(plan: dict) -> str:
         when = found if isinstance(found, str) else f"about {duration(found['seconds'])} ({found['basis']})"
         lines.append(f"model {key}: {entry['chunks']:,} chunks, {entry['cached']:,} cached, "
                      f"{entry['to_encode']:,} to encode{tokens}; encode time: {when}")
+        if entry.get("http"):
+            lines.append(f"  {http_cost_line(entry['http'])}")
         for note in filter(None, [entry.get("note")] + [f"bad segment ignored: {p}" for p in entry.get("bad_segments", [])]):
             lines.append(f"  {note}")
     if plan.get("tables") is None:
@@ -248,6 +254,14 @@ def describe(plan: dict) -> str:
         for name, table in plan["tables"].items():
             lines.append(f"table {name}: " + ", ".join(f"{k} {v}" for k, v in table.items()))
     return "\n".join(lines)
+
+
+def http_cost_line(cost: dict) -> str:
+    price = cost["price_per_million_tokens"]
+    if price is None:
+        return f"API: about {cost['tokens_estimated']:,} tokens to send (no http.price_per_million_tokens: no cost)"
+    return (f"API: about {cost['tokens_estimated']:,} tokens to send, estimated cost {cost['estimated_cost']:,.4f} "
+            f"at {price} per million tokens")
 
 
 def run_plan(config: dict, as_json: bool, tokens: bool = True, device_kind: str | None = None,

@@ -30,7 +30,7 @@ from embedflow.embeddings_file import iter_batches
 from embedflow.errors import InputError
 from embedflow.hashing import sha256_text
 from embedflow.probes_file import Probes, write_probes
-from embedflow.provenance import Timer, torch_device_info, write_provenance
+from embedflow.provenance import Timer, encoder_usage, torch_device_info, write_provenance
 from embedflow.rejected import rejected_positions
 from embedflow.snakemake_rule import params_json, run_rule
 from embedflow.vectors import row_cosines
@@ -73,7 +73,7 @@ def _encode_without_adapter(encoder: encoders.Encoder, groups, batch_size: int) 
     model = encoder.model
     model.disable_adapters()
     try:
-        return np.vstack([encoder.encode(texts, prompt, batch_size) for texts, prompt in groups])
+        return np.vstack([encoder.encode(texts, prompt, batch_size, kind) for texts, prompt, kind in groups])
     finally:
         model.enable_adapters()
 
@@ -99,10 +99,10 @@ def probe_model(
     encoders.set_threads(settings.threads)
     encoder = encoders.load_encoder(settings.model_key, settings.model, settings.device, settings.require_cuda)
     timer = Timer()
-    groups = [(list(settings.queries), settings.model.get("query_prompt"))]
+    groups = [(list(settings.queries), settings.model.get("query_prompt"), "query")]
     if documents:
-        groups.append((documents, settings.model.get("document_prompt")))
-    vectors = np.vstack([encoder.encode(texts, prompt, settings.batch_size) for texts, prompt in groups])
+        groups.append((documents, settings.model.get("document_prompt"), "document"))
+    vectors = np.vstack([encoder.encode(texts, prompt, settings.batch_size, kind) for texts, prompt, kind in groups])
 
     without = None
     adapter_applied = bool(encoder.identity.get("adapter_applied"))
@@ -173,7 +173,7 @@ def _main(snakemake) -> None:
             "tf32": result.encoder.tf32,
         },
         model=result.encoder.identity,
-        extra={"probe": result.probes.info},
+        extra={"probe": result.probes.info, **encoder_usage(result.encoder)},
     )
 
 

@@ -53,11 +53,24 @@ def provenance_path(output: str | Path) -> Path:
     return Path(PROVENANCE.format(output=output))
 
 
+# Values known to be secret in this process (an API key read from its variable): replaced
+# wherever they appear, whatever the pattern around them.
+_SECRETS: set[str] = set()
+SHORTEST_SECRET = 8  # shorter values would redact ordinary words
+
+
+def register_secret(value: str) -> None:
+    if len(value.strip()) >= SHORTEST_SECRET:
+        _SECRETS.add(value.strip())
+
+
 def redact(value):
-    """Remove passwords from connection strings anywhere in a JSON-like value."""
+    """Remove passwords from connection strings, and registered secrets, anywhere in a JSON-like value."""
     if isinstance(value, str):
         for pattern in _SECRET_PATTERNS:
             value = pattern.sub(lambda m: m.group("keep") + REDACTED, value)
+        for secret in _SECRETS:
+            value = value.replace(secret, REDACTED)
         return value
     if isinstance(value, dict):
         return {key: redact(item) for key, item in value.items()}
@@ -90,6 +103,12 @@ def torch_device_info(device: str | None) -> dict:
         info["gpu_name"] = torch.cuda.get_device_name(torch.device(device))
         info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     return info
+
+
+def encoder_usage(encoder) -> dict:
+    """An API encoder's requests, tokens billed and estimated cost, under ``http``; {} for a local one."""
+    record = getattr(encoder, "usage_record", None)
+    return {"http": record()} if record is not None else {}
 
 
 def git_state(folder: Path = WORKFLOW_DIR) -> dict:

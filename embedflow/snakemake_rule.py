@@ -28,6 +28,8 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = redact(record.getMessage())
         record.args = None
+        if record.exc_info and not record.exc_text:  # the traceback, formatted once, redacted too
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return True
 
 

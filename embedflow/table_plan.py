@@ -107,10 +107,6 @@ def plan_table(
     vectors_change: bool = False,
     full_reload_above: float | None = None,
     index_method: str | None = None,
-    config: dict | None = None,
-    model: str | None = None,
-    precision: str | None = None,
-    model_plan: dict | None = None,
 ) -> dict:
     """What loading ``rows`` into ``table`` will do, without changing anything.
 
@@ -121,14 +117,11 @@ def plan_table(
     ``vectors_change``: the model's identity differs from the one that made the table's
     vectors, so every row's vector changes (when hashes of vectors are not given).
 
-    ``embedflow plan`` calls it as ``plan_table(config=, model=, precision=, model_plan=)``:
-    the first such call plans every servable table of that config (the corpus read and
-    staged once, ``plan_servable_tables``) and the others are answered from it.
+    ``embedflow plan`` plans every servable table of a config at once through
+    ``plan_servable_tables`` (the corpus read and staged once).
     """
     from embedflow.database import DatabaseSettings, connect
 
-    if config is not None:
-        return _config_plan(config, model, model_plan)[(model, precision)]
     if isinstance(database, DatabaseSettings):
         with connect(database) as connection:
             return plan_table(rows, connection, table, column_type=column_type, vectors_change=vectors_change,
@@ -210,13 +203,15 @@ def corpus_rows(config: dict, skip=()) -> Iterator[tuple[str, bytes, None]]:
     return record_hashes(iter_chunks(config["chunks"], config["text_field"], positions, skip))
 
 
-def plan_servable_tables(config: dict, identities: dict[str, str | None] | None = None) -> list[dict]:
+def plan_servable_tables(config: dict, identities: dict[str, str | None] | None = None,
+                         skip: frozenset[int] | None = None) -> list[dict]:
     """plan_table for every model × precision pgvector can hold (``config`` as
     ``embedflow.config_file.load_config`` reads it), each with ``model`` and ``precision``.
     ``identities``: per model key, its encoder identity key (absent: computed by
     ``embedflow.identity`` where it can be, without torch); every row's vector changes when
-    the registry records another identity for the table. Without a database yet (no
-    pgdata), every table is a first load."""
+    the registry records another identity for the table. ``skip``: the positions of the
+    rejected chunks (absent: from rule preflight's file, when it exists). Without a database
+    yet (no pgdata), every table is a first load."""
     from embedflow.database import DatabaseSettings, connect
     from embedflow.paths import rejected_path
     from embedflow.rejected import rejected_positions
@@ -226,7 +221,8 @@ def plan_servable_tables(config: dict, identities: dict[str, str | None] | None 
     database = config["database"]
     settings = DatabaseSettings(pgdata=database["pgdata"], dsn_env=database["dsn_env"])
     rejected = rejected_path(config["chunks"])
-    skip = rejected_positions(rejected) if Path(rejected).exists() else frozenset()
+    if skip is None:
+        skip = rejected_positions(rejected) if Path(rejected).exists() else frozenset()
     wanted, names = [], []
     for key in config["models"]:
         spec = resolve(config["models"], key)
@@ -261,19 +257,6 @@ def encoder_identity_key(spec: dict) -> str | None:
         return None
     identity = encoder_identity(model_output_slice(spec))
     return identity_key(identity) if is_resolved(identity) else None
-
-
-_CONFIG_PLANS: dict[int, tuple[dict, dict]] = {}  # id(config) -> (config, {(model, precision): plan})
-
-
-def _config_plan(config: dict, model: str | None, model_plan: dict | None) -> dict:
-    held = _CONFIG_PLANS.get(id(config))
-    if held is None or held[0] is not config:
-        identities = {model: model_plan.get("identity_key")} if model and model_plan else None
-        plans = {(plan["model"], plan["precision"]): plan for plan in plan_servable_tables(config, identities)}
-        _CONFIG_PLANS.clear()
-        _CONFIG_PLANS[id(config)] = held = (config, plans)
-    return held[1]
 
 
 def vectors_identity(parquet_path: str | Path) -> str | None:

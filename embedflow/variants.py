@@ -22,6 +22,7 @@ This module is plain Python: the Snakefile imports it while planning.
 
 from __future__ import annotations
 
+from embedflow.backends.http_settings import check_http_model, is_http, source_label
 from embedflow.errors import ConfigError
 from embedflow.paths import HEAD_FOLDER, PCA_FILE
 
@@ -53,6 +54,7 @@ def check_models(models: dict) -> None:
     """What the schemas cannot say: a variant's base exists, is a model, and is normalized."""
     for key, spec in models.items():
         if not is_variant(spec):
+            check_http_model(key, spec)
             continue
         try:
             way_of(spec)
@@ -70,6 +72,8 @@ def check_models(models: dict) -> None:
                 f"models.{key}: base {base!r} has normalize: false; variants re-normalize after reducing, "
                 "so their base must be normalized too"
             )
+        if spec.get("projection_head") is not None and is_http(models[base]):
+            raise ConfigError(f"models.{key}: a projection head needs the weights of its base; {base!r} is an http model")
         if spec.get("projection_head") is not None and models[base].get("truncate_dim"):
             # sentence-transformers truncates in encode(), after the modules: a head
             # appended to the modules would see the full dimension, not the truncated one.
@@ -88,14 +92,19 @@ def variant_dim(spec: dict) -> int:
     return spec["truncate_dim"] if way == "truncate_dim" else spec[way]["dim"]
 
 
+def named(spec: dict) -> dict:
+    """A model spec with its ``source``: an http model's is a label (``http:<provider>/<model>``)."""
+    return {**spec, "source": source_label(spec["http"])} if is_http(spec) else spec
+
+
 def resolve(models: dict, key: str) -> dict:
     """The spec of a model key as the encoder and every rule read it. A model's own
     spec gets ``variant: None``; a variant gets its base's spec, changed by its way."""
     spec = models[key]
     way = way_of(spec)
     if way is None:
-        return {**spec, "variant": None}
-    base = models[spec["base"]]
+        return {**named(spec), "variant": None}
+    base = named(models[spec["base"]])
     variant = {"base": spec["base"], "way": way, "dim": variant_dim(spec)}
     if way == "truncate_dim":
         return {**base, "truncate_dim": spec["truncate_dim"], "variant": variant}

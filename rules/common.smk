@@ -224,12 +224,17 @@ def embed_runtime_params(wildcards, resources):
 
 def runtime_params_of(key):
     spec = MODELS[key]
+    model = {"batch_size": spec["batch_size"]}
+    if spec["backend"] == "http":
+        # The whole block: the encoder reads its limits, key variable and price here
+        # (untracked); the keys that change vectors are tracked by the output slice.
+        model["http"] = spec["http"]
     return canonical_json(
         {
             "device": config["embed"]["device"],
             "require_cuda": config["embed"]["require_cuda"],
             "window_rows": config["embed"]["window_rows"],
-            "model": {"batch_size": spec["batch_size"]},
+            "model": model,
         }
     )
 
@@ -258,7 +263,11 @@ def preflight_plan():
     made = ["float32"] + [p for p in config["precisions"] if p != "float32"]
     models = {
         key: {
-            "dim": spec["variant"]["dim"] if spec["variant"] else spec["truncate_dim"],
+            "dim": (
+                spec["variant"]["dim"]
+                if spec["variant"]
+                else spec["truncate_dim"] or (spec.get("http") or {}).get("dimensions")
+            ),
             "source": spec["source"],
             "precisions": made,
             "tables": {

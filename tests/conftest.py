@@ -330,3 +330,87 @@ def password_server(tmp_path_factory):
         yield f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres", password
     finally:
         run("pg_ctl", "-D", str(pgdata), "-w", "-m", "fast", "stop")
+
+
+# --- an embeddings server (backend http) ----------------------------------------------
+
+SERVER_KEY_ENV = "EMBEDFLOW_TEST_SERVER_KEY"  # what the server checks; clients name their own variable
+
+
+class EmbeddingServer:
+    """tests/embedding_server.py, running; steered over its admin routes."""
+
+    def __init__(self, root: str, key: str, log: Path):
+        self.root, self.key, self.log = root, key, log
+
+    def base_url(self, provider: str = "openai") -> str:
+        return f"{self.root}/v1" if provider == "openai" else f"{self.root}/voyage/v1"
+
+    def _call(self, method: str, path: str, payload: dict | None = None) -> dict:
+        import httpx2
+
+        response = httpx2.request(method, f"{self.root}{path}", json=payload, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def faults(self, **fault) -> None:
+        self._call("POST", "/admin/faults", fault)
+
+    def stats(self) -> dict:
+        return self._call("GET", "/admin/stats")
+
+    def reset(self) -> None:
+        self._call("POST", "/admin/reset")
+
+
+def _read_port(fd: int, process: subprocess.Popen, log: Path, timeout_s: float = 180) -> int:
+    """The port the server writes once it serves; EOF first means it died (its log says why)."""
+    import select
+
+    with os.fdopen(fd, "rb") as ready:
+        readable, _, _ = select.select([ready], [], [], timeout_s)
+        line = ready.readline() if readable else b""
+    if not line.strip():
+        process.kill()
+        raise AssertionError(f"the embeddings server did not start within {timeout_s} s:\n{log.read_text()}")
+    return int(line)
+
+
+@pytest.fixture(scope="session")
+def embedding_server(tmp_path_factory, bundled_model_path, tiny_model):
+    """A real embeddings server on 127.0.0.1 (uvicorn) serving `minilm` (the bundled model) and
+    `tiny`, with a key; terminated at the session's end, also when a test failed."""
+    import secrets
+
+    key = "sk-test-" + secrets.token_hex(16)
+    log = tmp_path_factory.mktemp("embedding-server") / "server.log"
+    read_fd, write_fd = os.pipe()
+    command = [sys.executable, str(REPO / "tests" / "embedding_server.py"), "--model", f"minilm={bundled_model_path}",
+               "--model", f"tiny={tiny_model}", "--api-key-env", SERVER_KEY_ENV, "--max-input-tokens", "512",
+               "--ready-fd", str(write_fd)]
+    with log.open("w") as output:
+        process = subprocess.Popen(command, pass_fds=[write_fd], stdout=output, stderr=subprocess.STDOUT,
+                                   env={**os.environ, SERVER_KEY_ENV: key, "HF_HUB_OFFLINE": "1"})
+    os.close(write_fd)
+    try:
+        server = EmbeddingServer(f"http://127.0.0.1:{_read_port(read_fd, process, log)}", key, log)
+        assert server._call("GET", "/health")["status"] == "ok"
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def http_model_spec(server: EmbeddingServer, model: str = "tiny", provider: str = "openai", key_env: str = "",
+                    **http) -> dict:
+    """A resolved model spec (defaults filled, as the rules see it) for a model of the server."""
+    from embedflow.backends.http_settings import source_label
+    from embedflow.schema import defaults
+
+    block = {**defaults("http", "model"), "provider": provider, "model": model, "base_url": server.base_url(provider),
+             "api_key_env": key_env or None, **http}
+    return {**defaults(None, "model"), "backend": "http", "http": block, "source": source_label(block), "variant": None}

@@ -4,9 +4,10 @@ jobs it should (or none), as Snakemake plans them with its default rerun trigger
 Rows cover every leaf key of config.schema.yaml, model.schema.yaml and variant.schema.yaml
 (test_every_schema_key_has_a_row fails on a key without one). Two completed workflows hold
 them: "precisions" (model `tiny` with a LoRA adapter, every precision, a query set) and
-"variants" (models `tiny` and `other`, and tiny's truncation, PCA and projection head). Each
-row is checked by a dry run; a few are then run for real, and every file the plan did not
-name keeps its mtime.
+"variants" (models `tiny` and `other`, and tiny's truncation, PCA and projection head); the
+http model's rows (HTTP_ROWS) are checked on the workflow of tests/test_http_workflow.py,
+which runs against an embeddings server of the test. Each row is checked by a dry run; a few
+are then run for real, and every file the plan did not name keeps its mtime.
 """
 
 from __future__ import annotations
@@ -204,17 +205,32 @@ VARIANTS_ROWS = {
     "variant.projection_head.scale": (10.0, HEAD),
     "variant.projection_head.seed": (1, HEAD),
 }
+# Workflow "http" (tests/test_http_workflow.py): model `served`, backend http on a server of
+# the test, float32 up to its verify report. What changes vectors reruns its chain; limits,
+# concurrency, timeout, retries, price and the key's variable rerun nothing.
+HTTP_CHAIN = {"embed": 1, "probe": 1, "measure": 1, "verify": 1}
+HTTP_ROWS = {
+    "model.http.provider": ("openai", HTTP_CHAIN),
+    "model.http.model": ("minilm", HTTP_CHAIN),
+    "model.http.base_url": (lambda old: old.replace("127.0.0.1", "localhost"), HTTP_CHAIN),
+    "model.http.dimensions": (16, HTTP_CHAIN),
+    "model.http.api_key_env": ("ANOTHER_KEY_VARIABLE", NOTHING),
+    "model.http.max_inputs_per_request": (2, NOTHING),
+    "model.http.max_tokens_per_request": (1000, NOTHING),
+    "model.http.concurrency": (1, NOTHING),
+    "model.http.timeout_s": (5, NOTHING),
+    "model.http.retries": (0, NOTHING),
+    "model.http.price_per_million_tokens": (0.02, NOTHING),
+}
 # Where a key of a model or variant is changed.
-KEY_OWNERS = {"model": "tiny", "model.quantization": "other", "variant.base": "tiny_trunc", "variant.truncate_dim": "tiny_trunc",
-              "variant.pca": "tiny_pca", "variant.projection_head": "tiny_head"}
+KEY_OWNERS = {"model": "tiny", "model.http": "served", "model.quantization": "other", "variant.base": "tiny_trunc",
+              "variant.truncate_dim": "tiny_trunc", "variant.pca": "tiny_pca", "variant.projection_head": "tiny_head"}
 
 
 def config_path(key: str) -> list[str]:
     parts = key.split(".")
-    if parts[0] == "model":
-        return ["models", KEY_OWNERS.get(key, KEY_OWNERS["model"]), *parts[1:]]
-    if parts[0] == "variant":
-        return ["models", KEY_OWNERS[".".join(parts[:2])], *parts[1:]]
+    if parts[0] in ("model", "variant"):
+        return ["models", KEY_OWNERS.get(".".join(parts[:2])) or KEY_OWNERS[parts[0]], *parts[1:]]
     return parts
 
 
@@ -269,8 +285,9 @@ def rows() -> list[tuple[str, str, object, dict]]:
 def test_every_schema_key_has_a_row():
     keys = schema_keys()
     assert len(keys) == len(set(keys))
-    assert not set(PRECISIONS_ROWS) & set(VARIANTS_ROWS)
-    rows_keys = set(PRECISIONS_ROWS) | set(VARIANTS_ROWS)
+    tables = (PRECISIONS_ROWS, VARIANTS_ROWS, HTTP_ROWS)
+    assert sum(map(len, tables)) == len(set().union(*tables)), "a key with rows in two tables"
+    rows_keys = set().union(*tables)
     assert sorted(set(keys) - rows_keys) == [], "schema keys without a row in the change matrix"
     assert sorted(rows_keys - set(keys)) == [], "rows for keys the schemas do not have"
 

@@ -159,11 +159,11 @@ def test_the_plan_of_a_workflow_config_names_each_servable_table(db, embedded_db
     assert float32["encoder"] == "the table's encoder"
     assert (binary["table"], binary["strategy"], binary["insert"], binary["index"]) == (
         "mini_binary", "full", 49, "built with the table")
-    # embedflow plan's call (embedflow.plan.table_part), per table; another encoder changes every vector
-    called = plan_table(config=config, model="mini", precision="float32", model_plan={"identity_key": "encoder-b"})
+    # Another encoder changes every vector.
+    called, binary = plan_servable_tables(config, {"mini": "encoder-b"})
     assert (called["strategy"], called["update"], called["keep"], called["encoder"]) == (
         "full", 47, 0, "another encoder than the table's")
-    assert plan_table(config=config, model="mini", precision="binary", model_plan={})["insert"] == 49
+    assert binary["insert"] == 49
 
 
 def test_a_large_change_or_a_new_column_builds_a_new_table_with_its_index(db, tmp_path):

@@ -46,6 +46,9 @@ DISTRIBUTIONS = {
     "onnxruntime": "onnxruntime",
     "openvino": "openvino",
     "nncf": "nncf",
+    "httpx2": "httpx2",
+    "uvicorn": "uvicorn",
+    "starlette": "starlette",
 }
 # Imported directly but brought by a pinned dependency (distribution -> the pyproject.toml
 # dependency that requires it); its version is still locked by constraints.txt.

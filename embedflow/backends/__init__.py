@@ -5,7 +5,7 @@
 OpenVINO, with sentence-transformers' own tokenizer, pooling, normalization and truncation
 around it; rule ``export_backend`` writes that graph once per model under
 ``results/backends/<model>/`` and the model's jobs read it. ``http`` is an embeddings API
-(branch h-http). ``quantization: int8`` applies to the exported backends only.
+(embedflow.backends.http). ``quantization: int8`` applies to the exported backends only.
 
 Plain Python: the Snakefile imports it while planning (no torch, no runtime).
 """
