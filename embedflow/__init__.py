@@ -8,8 +8,8 @@ module of the same name here, entered through ``run(snakemake)``:
 ``train_head``; ``onstart`` holds the checks the Snakefile makes when a run
 starts. Beside them are the shared pieces: ``chunks`` (the corpus, with
 ``storable``, ``text_files`` and ``rejected``), ``encoder`` (models, devices, compute
-precision), ``precision`` (the dtype map and the casts), ``embeddings_file``
-(the Parquet contract), ``vectors`` (vector math), ``projection``,
+precision; with ``token_batches``, batches by a token budget), ``precision`` (the
+dtype map and the casts), ``embeddings_file`` (the Parquet contract), ``vectors`` (vector math), ``projection``,
 ``database``, ``tables`` and ``search`` (pgvector), ``metrics``,
 ``provenance``, ``paths`` (where outputs live), ``schema`` (defaults),
 ``identity`` (what can change a vector) with ``cache`` (the vector cache)

@@ -1,18 +1,19 @@
-"""Stage ``embed``: chunks file → ``embeddings_<model>_float32.parquet``.
+"""Embedding a stream of windows of chunks, with the vector cache: the library of rule ``embed``.
 
-The chunks file is validated before the model loads (rule preflight did it
-first; the chunks it rejected under ``on_bad_chunk: skip`` are skipped here,
-any other bad chunk fails the job). Chunks are then read
-again as a stream, encoded a window at a time and written as one Parquet row
-group per window, so memory holds one window of texts and vectors, not the
-corpus. Every output precision is derived from this file by ``convert``.
+Texts are encoded a window at a time (one encode() call, one Parquet row
+group), each window's vectors taken from the vector cache where it has them
+and encoded for the rest (``cache.windows.WindowEncoder``), so memory holds
+one window of texts and vectors, not the corpus, and a killed job keeps the
+windows it finished. Rule ``embed`` encodes one shard this way
+(``embedflow.embed_shard``); ``embed_corpus`` embeds a whole chunks file in
+one call (benchmarks, and code that needs no workflow).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TextIO
 
@@ -28,11 +29,9 @@ from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
 from embedflow.errors import InputError, TextRefused
 from embedflow.hashing import sha256_text
 from embedflow.identity import encoder_identity, identity_key, is_resolved
-from embedflow.provenance import Timer, encoder_usage, torch_device_info, write_provenance
+from embedflow.provenance import Timer, encoder_usage, torch_device_info
 from embedflow.tokens import token_counter
-from embedflow.rejected import rejected_positions
 from embedflow.schema import default, defaults
-from embedflow.snakemake_rule import params_json, run_rule
 from embedflow.variants import reduction_of
 
 log = logging.getLogger(__name__)
@@ -117,6 +116,18 @@ def embed_corpus(
     log.info("%s: %d chunks, embedding %d (field %r)%s", chunks_path, corpus.count, selected, settings.text_field,
              f"; {len(skip)} rejected chunk(s) left out" if skip else "")
 
+    # Only id and text stay in the window, not each chunk's whole record.
+    pairs = ((chunk.id, chunk.text) for chunk in iter_chunks(chunks_path, settings.text_field, positions, skip))
+    rows, encoder, record, timer = embed_windows(batched(pairs, settings.window_rows), output, settings,
+                                                 corpus.sha256, selected, progress)
+    return EmbedResult(rows, corpus.count, corpus.sha256, encoder, timer, len(skip), record)
+
+
+def embed_windows(pair_windows: Iterable[list[tuple[str, str]]], output: str | Path, settings: EmbedSettings,
+                  corpus_sha256: str, total: int, progress: TextIO | None = None):
+    """Each window of (id, text): from the cache and the model, written as one row group of
+    ``output``, whose metadata names ``corpus_sha256``. Returns (rows, encoder or its cached
+    facts, the cache and work record, timer)."""
     encoders.set_threads(settings.threads)
     windows = WindowEncoder(
         load=lambda: encoders.load_encoder(settings.model_key, settings.model, settings.device, settings.require_cuda),
@@ -129,19 +140,17 @@ def embed_corpus(
     windows.count_tokens = counter.count if counter else None
     cache = None
     timer = Timer()
-    # Only id and text stay in the window, not each chunk's whole record.
-    pairs = ((chunk.id, chunk.text) for chunk in iter_chunks(chunks_path, settings.text_field, positions, skip))
     with ExitStack() as stack:
         if identity is not None:
             stack.enter_context(run_lock(settings.cache_path))  # shared: prune waits for no run
             cache = _open_cache(settings, identity, windows)
         bar = stack.enter_context(tqdm(
-            total=selected, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None
+            total=total, unit="chunk", file=progress, mininterval=5, ascii=True, disable=progress is None
         ))
         if windows.dim is None:
             windows.model()  # nothing cached for this encoder: every text needs the model
-        writer = stack.enter_context(EmbeddingsWriter(output, _metadata(settings, corpus, windows)))
-        for window in batched(pairs, settings.window_rows):
+        writer = stack.enter_context(EmbeddingsWriter(output, _metadata(settings, corpus_sha256, windows)))
+        for window in pair_windows:
             ids, texts = zip(*window)
             hashes = [sha256_text(t) for t in texts]
             try:
@@ -168,7 +177,7 @@ def embed_corpus(
     record = {**(cache or {"path": None}), **counts.record()}
     if windows.encoder is not None:  # the kind of device the throughput was measured on
         record["device_kind"] = device_kind(windows.encoder.device)
-    return EmbedResult(writer.rows, corpus.count, corpus.sha256, encoder, timer, len(skip), record)
+    return writer.rows, encoder, record, timer
 
 
 def _cache_identity(settings: EmbedSettings, windows: WindowEncoder) -> dict | None:
@@ -195,7 +204,7 @@ def _open_cache(settings: EmbedSettings, identity: dict, windows: WindowEncoder)
             "entries_at_start": namespace.rows, "bad_segments": sorted(namespace.bad)}
 
 
-def _metadata(settings: EmbedSettings, corpus, windows: WindowEncoder) -> EmbeddingsMetadata:
+def _metadata(settings: EmbedSettings, corpus_sha256: str, windows: WindowEncoder) -> EmbeddingsMetadata:
     encoder = windows.encoder or _cached_facts(windows)
     return EmbeddingsMetadata(
         model=settings.model_key,
@@ -205,7 +214,7 @@ def _metadata(settings: EmbedSettings, corpus, windows: WindowEncoder) -> Embedd
         normalized=encoder.normalize,
         compute_precision=encoder.compute_precision,
         text_field=settings.text_field,
-        corpus_sha256=corpus.sha256,
+        corpus_sha256=corpus_sha256,
         reduction=reduction_of(settings.model.get("variant")),
         backend=encoder.identity.get("backend", "torch"),
         quantization=encoder.identity.get("quantization"),
@@ -224,78 +233,3 @@ def record_run(settings: EmbedSettings, result: EmbedResult) -> None:
     from embedflow.cache.runs import record_throughput
 
     record_throughput(settings.cache_path, settings.model_key, result.cache)
-
-
-def plan_beside_outcome(result: EmbedResult) -> dict:
-    """What ``embedflow plan`` predicted for this job (its last results/plan.json, when it was
-    made for this corpus and encoder), beside what happened."""
-    from embedflow.cache.runs import prediction_for
-
-    cache = result.cache
-    predicted = prediction_for(cache.get("identity_key"), result.corpus_sha256)
-    outcome = {"cached": cache["rows_reused"], "to_encode": cache["texts_encoded"]}
-    return {"predicted": predicted, "outcome": outcome,
-            "agree": None if predicted is None else all(predicted[k] == outcome[k] for k in outcome)}
-
-
-def main(snakemake) -> None:
-    model = params_json(snakemake, "model")
-    selection = params_json(snakemake, "selection")
-    runtime = params_json(snakemake, "runtime")
-    settings = EmbedSettings(
-        model_key=snakemake.wildcards.model,
-        model={**model, **runtime["model"]},
-        text_field=selection["text_field"],
-        max_chunks=selection.get("max_chunks"),
-        sample=selection.get("sample", EmbedSettings.sample),
-        seed=selection.get("seed", EmbedSettings.seed),
-        batch_size=runtime["model"]["batch_size"],
-        device=runtime["device"],
-        require_cuda=runtime["require_cuda"],
-        threads=snakemake.threads,
-        window_rows=runtime["window_rows"],
-        cache_path=params_json(snakemake, "cache")["path"],
-    )
-    runtime = {**runtime, "cache": params_json(snakemake, "cache")}
-    skip = rejected_positions(snakemake.input.rejected)
-    with open(snakemake.log[0], "a", encoding="utf-8") as progress:
-        result = embed_corpus(snakemake.input.chunks, snakemake.output.parquet, settings, progress, skip)
-    if result.cache.get("path"):
-        record_run(settings, result)
-    write_provenance(
-        snakemake.output.parquet,
-        rule=snakemake.rule,
-        wildcards=dict(snakemake.wildcards),
-        config={"model": model, "selection": selection, "runtime (does not change the output)": runtime},
-        inputs=list(snakemake.input),
-        timing=result.timer.record(result.rows, unit="chunks"),
-        device={
-            **torch_device_info(result.encoder.device),
-            "compute_precision": result.encoder.compute_precision,
-            "tf32": result.encoder.tf32,
-        },
-        model=result.encoder.identity,
-        extra={
-            "corpus": {
-                "path": str(snakemake.input.chunks),
-                "sha256": result.corpus_sha256,
-                "chunks": result.corpus_rows,  # accepted
-                "rejected": result.rejected,
-                "rejected_file": str(snakemake.input.rejected),
-                "embedded": result.rows,
-            },
-            "embedding": {
-                "dim": result.encoder.dim,
-                "normalized": result.encoder.normalize,
-                "max_seq_length": result.encoder.max_seq_length,
-                "truncated_chunks": result.encoder.truncated_texts,  # of the texts this job encoded
-            },
-            "cache": result.cache,
-            "plan": plan_beside_outcome(result),
-            **encoder_usage(result.encoder),
-        },
-    )
-
-
-def run(snakemake) -> None:
-    run_rule(snakemake, main)

@@ -126,6 +126,15 @@ class EmbeddingsWriter:
         self._writer.write_table(table, row_group_size=max(len(ids), 1))
         self.rows += len(ids)
 
+    def write_table(self, table: pa.Table) -> None:
+        """A batch already in this file's columns (rule gather copies row groups), as one row group."""
+        try:  # Parquet names a list's values "element" where Arrow says "item": the same column
+            table = table.cast(self.schema)
+        except (ValueError, TypeError, pa.ArrowInvalid) as error:
+            raise ValueError(f"batch of schema {table.schema}, expected {self.schema}: {error}") from None
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.rows += table.num_rows
+
     def __exit__(self, exc_type, exc, traceback) -> None:
         try:
             self._writer.close()
@@ -187,6 +196,13 @@ def iter_batches(path: str | Path, batch_rows: int = 8192, columns: tuple[str, .
                 vectors=read(record_batch, "embedding", fixed_size_list_to_numpy),
                 hashes=read(record_batch, "text_sha256", pa.Array.to_pylist),
             )
+
+
+def iter_row_groups(path: str | Path) -> Iterator[pa.Table]:
+    """A file's row groups as Arrow tables, one at a time, as stored (rule gather)."""
+    with pq.ParquetFile(path, pre_buffer=False) as parquet:
+        for index in range(parquet.num_row_groups):
+            yield parquet.read_row_group(index)
 
 
 def read_all(path: str | Path) -> tuple[EmbeddingsMetadata, EmbeddingsBatch]:

@@ -10,7 +10,8 @@ import logging
 
 from embedflow.query_set import read_queries
 from embedflow.provenance import Timer, encoder_usage, write_provenance
-from embedflow.snakemake_rule import params_json, run_rule
+from embedflow.device_slots import run_model_rule
+from embedflow.snakemake_rule import params_json
 
 log = logging.getLogger(__name__)
 
@@ -46,4 +47,4 @@ def encode_queries_main(snakemake) -> None:
 
 
 def run(snakemake) -> None:
-    run_rule(snakemake, encode_queries_main)
+    run_model_rule(snakemake, encode_queries_main)

@@ -27,6 +27,7 @@ from embedflow.identity import (  # re-exported: the encoder's identity lives th
     weights_sha256,
 )
 from embedflow.projection import Projection, for_variant
+from embedflow.token_batches import encode_in_token_batches
 from embedflow.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -141,33 +142,45 @@ class Encoder:
     # A PCA variant's projection, applied after the base model's normalization
     # exactly as rule project applies it to the base's stored vectors.
     projection: Projection | None = None
+    # Batches of this many padded tokens instead of batch_size texts (embedflow.token_batches).
+    max_batch_tokens: int | None = None
 
     def encode(
         self, texts: list[str], prompt: str | None, batch_size: int, input_type: str = "document"
     ) -> np.ndarray:
-        """Texts → float32 vectors (rows, dim), normalized in float32 when asked. ``input_type``
-        (document | query) is for APIs that take it (backend http); a local model has the prompt."""
+        """Texts → float32 vectors (rows, dim), normalized in float32 when asked. Batches of
+        ``batch_size`` texts, or of ``max_batch_tokens`` padded tokens when that is set.
+        ``input_type`` (document | query) is for APIs that take it (backend http); a local
+        model has the prompt."""
         import torch
 
-        self._count_truncated(texts, prompt or "")
+        lengths = self.token_lengths(texts, prompt or "")
         with torch.inference_mode():
-            tensor = self.model.encode(
-                texts,
-                prompt=prompt or "",  # "" means no prompt, never the model's default one
-                batch_size=batch_size,
-                convert_to_tensor=True,
-                normalize_embeddings=False,
-                show_progress_bar=False,
-            )
+            if self.max_batch_tokens and lengths is not None:
+                tensor = encode_in_token_batches(self.model, texts, prompt, lengths, self.max_batch_tokens)
+            else:
+                tensor = self.model.encode(
+                    texts,
+                    prompt=prompt or "",  # "" means no prompt, never the model's default one
+                    batch_size=batch_size,
+                    convert_to_tensor=True,
+                    normalize_embeddings=False,
+                    show_progress_bar=False,
+                )
             vectors = tensor.float().cpu().numpy()
         vectors = l2_normalize(vectors) if self.normalize else vectors
         return vectors if self.projection is None else self.projection.apply(vectors)
 
-    def _count_truncated(self, texts: list[str], prompt: str) -> None:
+    def token_lengths(self, texts: list[str], prompt: str) -> list[int] | None:
+        """Each text's length in tokens as the model sees it (prompt included, cut at
+        max_seq_length); counts and logs the texts that were cut. None when nothing needs them
+        or the model has no tokenizer."""
         tokenizer = getattr(self.model, "tokenizer", None)
-        if tokenizer is None or not self.max_seq_length:
-            return
+        if tokenizer is None or not (self.max_seq_length or self.max_batch_tokens):
+            return None
         lengths = _token_lengths(tokenizer, texts, prompt)
+        if not self.max_seq_length:
+            return lengths
         over = sum(length > self.max_seq_length for length in lengths)
         if over:
             self.truncated_texts += over
@@ -179,6 +192,7 @@ class Encoder:
                 max(lengths),
                 self.max_seq_length,
             )
+        return [min(length, self.max_seq_length) for length in lengths]
 
 
 # Texts tokenized at once to count over-long ones: their untruncated token ids are
@@ -290,7 +304,7 @@ def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -
     in_effect = next(model.parameters()).dtype
     log.info(
         "model %s: compute precision %s (parameters %s), TF32 %s, dimension %d%s, "
-        "max_seq_length %s, adapter %s",
+        "max_seq_length %s, adapter %s, batches of %s",
         key,
         compute,
         str(in_effect).replace("torch.", ""),
@@ -299,6 +313,7 @@ def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -
         f" (truncated to {spec['truncate_dim']})" if spec.get("truncate_dim") else "",
         model.max_seq_length,
         f"{spec['adapter']} applied" if adapter_applied else "none",
+        f"{spec['max_batch_tokens']} padded tokens" if spec.get("max_batch_tokens") else f"{spec.get('batch_size')} texts",
     )
     return Encoder(
         model=model,
@@ -311,6 +326,7 @@ def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -
         max_seq_length=model.max_seq_length,
         identity=model_identity(spec, source, adapter_applied),
         projection=projection,
+        max_batch_tokens=spec.get("max_batch_tokens"),
     )
 
 

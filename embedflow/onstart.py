@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 DATABASE_RULES = frozenset({"load", "index", "evaluate", "sweep"})
 QUERY_RULES = frozenset({"encode_queries", "evaluate", "sweep"})
-MODEL_RULES = frozenset({"embed", "probe", "encode_queries", "train_head"})
+# gather: the embed jobs of a plan still to be made are known only once it is (a checkpoint)
+MODEL_RULES = frozenset({"embed", "gather", "probe", "encode_queries", "train_head"})
 
 
 def check_adapter(folder: str) -> None:

@@ -21,7 +21,12 @@ REJECTED = f"{RESULTS}/rejected/{{corpus}}.jsonl"
 # embedflow plan: its last prediction, which embed's provenance shows beside the outcome
 PLAN = f"{RESULTS}/plan.json"
 
-# embed / project (float32), convert (the other precisions)
+# shard_plan (a checkpoint, one per corpus): the windows and shards of the selected chunks;
+# embed: one part per model x shard (<shard>: its content digest); gather: the parts into one file
+SHARD_PLAN = f"{RESULTS}/shards/{{corpus}}.plan.json"
+SHARD_PART = f"{RESULTS}/embeddings/shards/{{model}}/{{shard}}.parquet"
+
+# gather / project (float32), convert (the other precisions)
 EMBEDDINGS = f"{RESULTS}/embeddings/embeddings_{{model}}_{{precision}}.parquet"
 # Every output has a sibling provenance record.
 PROVENANCE_SUFFIX = ".provenance.json"
@@ -60,6 +65,14 @@ DECISION = f"{RESULTS}/eval/decision"  # .md and .json
 
 def rejected_path(chunks: str) -> str:
     return REJECTED.format(corpus=PurePath(chunks).stem)
+
+
+def shard_plan_path(chunks: str) -> str:
+    return SHARD_PLAN.format(corpus=PurePath(chunks).stem)
+
+
+def shard_part_path(model: str, shard: str) -> str:
+    return SHARD_PART.format(model=model, shard=shard)
 
 
 def embeddings_path(model: str, precision: str) -> str:

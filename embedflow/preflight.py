@@ -129,6 +129,9 @@ def estimate_outputs(plan: PlannedOutputs, rows: int, text_bytes: int) -> dict[s
             if not Path(path).exists():
                 add(os.path.dirname(path), rows * (vector_bytes_in_parquet(precision, dim) + ROW_OVERHEAD),
                     "embeddings files")
+                if precision == "float32":  # the shards' parts it is gathered from, which stay
+                    add(os.path.join(os.path.dirname(path), "shards"),
+                        rows * (vector_bytes_in_parquet(precision, dim) + ROW_OVERHEAD), "embeddings files")
         for precision, marker in facts["tables"].items():
             if plan.pgdata is None or Path(marker).exists():
                 continue

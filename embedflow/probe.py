@@ -32,7 +32,8 @@ from embedflow.hashing import sha256_text
 from embedflow.probes_file import Probes, write_probes
 from embedflow.provenance import Timer, encoder_usage, torch_device_info, write_provenance
 from embedflow.rejected import rejected_positions
-from embedflow.snakemake_rule import params_json, run_rule
+from embedflow.device_slots import run_model_rule
+from embedflow.snakemake_rule import params_json
 from embedflow.vectors import row_cosines
 
 log = logging.getLogger(__name__)
@@ -179,4 +180,4 @@ def _main(snakemake) -> None:
 
 def run(snakemake) -> None:
     """Rule ``probe``."""
-    run_rule(snakemake, _main)
+    run_model_rule(snakemake, _main)

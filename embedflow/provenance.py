@@ -92,6 +92,9 @@ def software_versions() -> dict[str, str | None]:
 def torch_device_info(device: str | None) -> dict:
     """Device facts; only when torch is already loaded by the rule (planning never imports it)."""
     info: dict = {"device": device, "host_cpu": platform.processor() or platform.machine()}
+    slots = sys.modules.get("embedflow.device_slots")  # loaded by the rules that run a model
+    if slots is not None and slots.held_record() is not None:
+        info["gpu_slot"] = slots.held_record()
     torch = sys.modules.get("torch")
     if torch is None:
         return info

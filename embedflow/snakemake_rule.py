@@ -12,6 +12,7 @@ a log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -58,8 +59,24 @@ def setup_logging(log_path: str | None) -> None:
     logging.captureWarnings(True)
 
 
+# Params a job's helper set for its main (device_slots.run_model_rule: the GPU slot's device).
+_overrides: dict[str, object] = {}
+
+
+@contextlib.contextmanager
+def overridden_param(name: str, value):
+    """Within the block, ``params_json(snakemake, name)`` gives ``value``."""
+    _overrides[name] = value
+    try:
+        yield
+    finally:
+        del _overrides[name]
+
+
 def params_json(snakemake, name: str):
     """A canonical-JSON param (see ``embedflow.config``) as Python values."""
+    if name in _overrides:
+        return json.loads(json.dumps(_overrides[name]))
     return json.loads(getattr(snakemake.params, name))
 
 
@@ -76,3 +93,4 @@ def run_rule(snakemake, main: Callable[[object], None]) -> None:
         log.error("rule %s failed: %s: %s%s%s", snakemake.rule, type(error).__name__, lines[0],
                   " …" if len(lines) > 1 else "", where, exc_info=True)
         sys.exit(1)
+

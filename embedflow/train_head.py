@@ -28,7 +28,8 @@ from embedflow.errors import InputError
 from embedflow.pairs_file import Pairs, read_pairs  # noqa: F401  (read_pairs: part of this stage's API)
 from embedflow.provenance import Timer, torch_device_info, write_provenance
 from embedflow.rejected import rejected_positions
-from embedflow.snakemake_rule import params_json, run_rule
+from embedflow.device_slots import run_model_rule
+from embedflow.snakemake_rule import params_json
 
 log = logging.getLogger(__name__)
 
@@ -220,4 +221,4 @@ def main(snakemake) -> None:
 
 
 def run(snakemake) -> None:
-    run_rule(snakemake, main)
+    run_model_rule(snakemake, main)

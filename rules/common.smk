@@ -28,14 +28,18 @@ from embedflow.paths import (
     PROBES,
     QUERY_VECTORS,
     SUMMARY,
+    SHARD_PART,
     SWEEP,
     VERIFY_MARKDOWN,
     VERIFY_REPORT,
     embeddings_path,
     provenance_of,
     rejected_path,
+    shard_part_path,
+    shard_plan_path,
 )
 from embedflow.schema import precision_names
+from embedflow.shards import shard_names
 from embedflow.tables import COLUMN_TYPES, check_table_names, column_type, table_name
 from embedflow.variants import (
     check_models,
@@ -81,6 +85,8 @@ INDEX_BUILD_KEYS = ("maintenance_work_mem", "max_parallel_maintenance_workers")
 check_table_names(config["database"]["table"], config["models"], LOADABLE_PRECISIONS)
 # The chunks on_bad_chunk: skip leaves out (rule preflight; empty when none).
 REJECTED = rejected_path(config["chunks"])
+# The windows and shards of the corpus (checkpoint shard_plan, shared by every model).
+SHARD_PLAN = shard_plan_path(config["chunks"])
 # What the run's start checks, when its jobs read them (check_this_run).
 PAIRS_FILES = sorted(
     {
@@ -211,6 +217,19 @@ def query_vector_params(wildcards):
     return canonical_json({**output, "query_prompt": spec["query_prompt"]})
 
 
+# --- shards ---------------------------------------------------------------------
+
+
+def shard_parts(wildcards):
+    """What gather reads: a part per shard of the plan, known once the checkpoint ran."""
+    plan = checkpoints.shard_plan.get().output.plan
+    return [shard_part_path(wildcards.model, name) for name in shard_names(plan)]
+
+
+def shard_part_records(wildcards):
+    return [provenance_of(path) for path in shard_parts(wildcards)]
+
+
 def selection_params(wildcards):
     return canonical_json(selection_slice(config))
 
@@ -224,7 +243,10 @@ def embed_runtime_params(wildcards, resources):
 
 def runtime_params_of(key):
     spec = MODELS[key]
-    model = {"batch_size": spec["batch_size"]}
+    model = {
+        "batch_size": spec["batch_size"],
+        "max_batch_tokens": spec["max_batch_tokens"],
+    }
     if spec["backend"] == "http":
         # The whole block: the encoder reads its limits, key variable and price here
         # (untracked); the keys that change vectors are tracked by the output slice.

@@ -1,25 +1,26 @@
 rule embed:
-    # One model pass per model, at its compute precision; every output
-    # precision is derived from this float32 file by `convert`.
+    # One shard of the corpus (checkpoint shard_plan) by one model, on the GPU
+    # slot the job takes (embedflow.device_slots); rule gather joins the parts.
+    # The chunks file and the plan are ancient(): a corpus edit rewrites the
+    # plan, and a shard whose chunks did not change keeps its name, so its part
+    # is not made again. The shard's content is checked before the model loads.
     input:
-        chunks=config["chunks"],
-        # What rule preflight left out (on_bad_chunk: skip); it also orders this job after it.
-        rejected=REJECTED,
+        chunks=ancient(config["chunks"]),
+        plan=ancient(SHARD_PLAN),
         model_files=local_model_files,
         # backend onnx / openvino: the exported graph (rule export_backend)
         export=exported_graph,
     output:
-        parquet=unless_configured("float32", embeddings_path("{model}", "float32")),
-        provenance=unless_configured(
-            "float32", provenance_of(embeddings_path("{model}", "float32"))
-        ),
+        parquet=SHARD_PART,
+        provenance=provenance_of(SHARD_PART),
     log:
-        "results/logs/embed/{model}.log",
+        "results/logs/embed/{model}/{shard}.log",
     benchmark:
-        "results/benchmarks/embed/{model}.tsv"
+        "results/benchmarks/embed/{model}/{shard}.tsv"
     wildcard_constraints:
         # Models, and variants with a trained head; the others come from rule project.
         model=any_of(MODELS_BY_WAY[None] + MODELS_BY_WAY["projection_head"]),
+        shard="[0-9a-f]{16}",
     conda:
         "../envs/embed.yaml"
     threads: config["embed"]["threads"]
@@ -27,7 +28,6 @@ rule embed:
         gpu=1,
     params:
         model=model_output_params,
-        selection=selection_params,
         runtime=embed_runtime_params,
         # Where cached vectors are, not what they are: computed from `resources`,
         # so untracked (see embed_runtime_params in common.smk) and never a rerun.

@@ -99,6 +99,11 @@ def planned_jobs(workflow: Workflow, *args: str) -> dict[str, int]:
     return job_counts(done.stdout + done.stderr)
 
 
+def embed_log(workflow: Workflow, model: str) -> str:
+    """The logs of a model's embed jobs (one per shard), in shard-name order."""
+    return "".join(path.read_text() for path in sorted(workflow.path(f"results/logs/embed/{model}").glob("*.log")))
+
+
 def make_workflow(root: Path, chunk_count: int = 12) -> Workflow:
     root.mkdir(parents=True)
     for part in WORKFLOW_PARTS:

@@ -77,7 +77,7 @@ INDEXES = {"index": 4, "evaluate": 4, "eval_summary": 1, "decision": 1}  # not i
 SWEPT_INDEXES = {**INDEXES, **SWEEPS}  # the index settings the sweep's candidates are built with
 TABLES = {"load": 4, **SWEPT_INDEXES}
 DECISION = {"decision": 1}
-CORPUS = {"embed": 1, "probe": 1, "convert": 4, **MEASURES, **TABLES, "evaluate": 5}
+CORPUS = {"embed": 1, "gather": 1, "probe": 1, "convert": 4, **MEASURES, **TABLES, "evaluate": 5}
 MODEL = {**CORPUS, "encode_queries": 1}
 
 
@@ -101,6 +101,7 @@ PRECISIONS_ROWS = {
     "embed.require_cuda": (True, NOTHING),
     "embed.threads": (1, NOTHING),
     "embed.window_rows": (5, NOTHING),
+    "embed.shard_rows": (4, NOTHING),  # applies when the plan is next made: the same file
     "cache.path": ("results/cache2", NOTHING),  # where vectors are found, not what they are
     "verify.probe_queries": (lambda old: old + ["one more probe query"], PROBE),
     "verify.spot_check_k": (3, MEASURES),
@@ -155,6 +156,7 @@ PRECISIONS_ROWS = {
     "model.query_prompt": ("query: ", QUERY_PROMPT),
     "model.max_seq_length": (16, MODEL),
     "model.batch_size": (3, NOTHING),
+    "model.max_batch_tokens": (64, NOTHING),
     "model.compute_precision": ("tf32", MODEL),
     "model.normalize": (False, MODEL),
     "model.trust_remote_code": (True, MODEL),
@@ -165,15 +167,16 @@ PRECISIONS_ROWS = {
 CHAIN = {"probe": 1, "measure": 1, "verify": 1, "load": 1, "index": 1}
 TRUNCATION = {"project": 1, **CHAIN}
 PCA = {"fit_pca": 1, "project": 1, **CHAIN}
-HEAD = {"train_head": 1, "embed": 1, **CHAIN}
+HEAD = {"train_head": 1, "embed": 1, "gather": 1, **CHAIN}
 # Every model: the corpus is embedded by tiny, other and tiny_head, projected for the others.
-SAMPLE = {"embed": 3, "fit_pca": 1, "project": 2, "probe": 5, "measure": 5, "verify": 5, "load": 5, "index": 5}
+# The plan of shards is made again: the embed jobs of its shards are planned once it is.
+SAMPLE = {"shard_plan": 1, "gather": 3, "fit_pca": 1, "project": 2, "probe": 5, "measure": 5, "verify": 5, "load": 5, "index": 5}
 EVERYTHING = {**SAMPLE, "train_head": 1}  # the pairs' passages are chunks too
 CORPUS_READ = {**EVERYTHING, "preflight": 1}  # rule preflight validates the chunks file's text field
 
 # tiny's backend: its export and tiny_head's (the head inherits it; its training stays on the
 # torch base), both models' embed, and every chain after them; other keeps its own export.
-BACKEND = {"export_backend": 2, "embed": 2, "fit_pca": 1, "project": 2, "probe": 4, "measure": 4, "verify": 4,
+BACKEND = {"export_backend": 2, "embed": 2, "gather": 2, "fit_pca": 1, "project": 2, "probe": 4, "measure": 4, "verify": 4,
            "load": 4, "index": 4}
 
 VARIANTS_ROWS = {
@@ -188,7 +191,7 @@ VARIANTS_ROWS = {
     "test_mode.seed": (1, SAMPLE),
     "model.backend": ("onnx", BACKEND),
     # other runs backend onnx: int8 exports it again and reruns its own chain alone
-    "model.quantization": ("int8", {"export_backend": 1, "embed": 1, **CHAIN}),
+    "model.quantization": ("int8", {"export_backend": 1, "embed": 1, "gather": 1, **CHAIN}),
     "variant.base": ("other", TRUNCATION),
     "variant.truncate_dim": (12, TRUNCATION),
     "variant.pca.dim": (6, PCA),
@@ -265,10 +268,10 @@ SCENARIOS = [
     ("variants", "nothing", lambda workflow: None, NOTHING),
     ("variants", "a chunk's text", edit_chunk, CORPUS_READ),
     ("variants", "a model added", edit_config(lambda c: c["models"].update(third={"source": "data/tiny_copy"})),
-     {"embed": 1, **CHAIN}),
+     {"embed": 1, "gather": 1, **CHAIN}),
     ("variants", "tiny's document prompt reaches its variants (not other)",
      edit_config(lambda c: c["models"]["tiny"].update(document_prompt="passage: ")),
-     {"embed": 2, "train_head": 1, "fit_pca": 1, "project": 2, "probe": 4, "measure": 4, "verify": 4, "load": 4,
+     {"embed": 2, "gather": 2, "train_head": 1, "fit_pca": 1, "project": 2, "probe": 4, "measure": 4, "verify": 4, "load": 4,
       "index": 4}),
     ("variants", "tiny's batch size (the head's training too: untracked)",
      edit_config(lambda c: c["models"]["tiny"].update(batch_size=2)), NOTHING),

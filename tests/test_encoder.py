@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, embed_log
 from embedflow.encoder import (
     choose_device,
     load_encoder,
@@ -159,4 +159,4 @@ def test_lora_adapter_changes_embeddings_and_is_recorded(workflow, tiny_model, t
     assert record["adapter_applied"] is True
     assert record["adapter"]["files_sha256"]["adapter_config.json"]
     assert "adapter_model.safetensors" in record["adapter"]["files_sha256"]
-    assert "applied" in workflow.path("results/logs/embed/tuned.log").read_text()
+    assert "applied" in embed_log(workflow, "tuned")

@@ -47,7 +47,9 @@ def test_dry_run_plans_without_torch_a_database_or_a_model(workflow, tiny_model,
         three_models(workflow, tiny_model)
     plan, modules = dry_run_modules(workflow)
     models = len(workflow.config["models"])  # 1 or 3, x float32 float16 int8 binary (no int8 table)
-    assert job_counts(plan) == {"preflight": 1, "embed": models, "probe": models, "convert": 3 * models,
+    # the shards' embed jobs are planned once checkpoint shard_plan has cut the corpus
+    assert job_counts(plan) == {"preflight": 1, "shard_plan": 1, "gather": models, "probe": models,
+                                "convert": 3 * models,
                                 "measure": 4 * models, "verify": 4 * models, "load": 3 * models, "index": 3 * models}
     loaded = sorted(name for name in HEAVY_MODULES if name in modules)
     assert loaded == [], f"planning imported {loaded}"
@@ -65,7 +67,7 @@ def job_events(output: str) -> list[tuple[str, str, str]]:
     events, rule = [], None
     for line in output.splitlines():
         line = line.strip()
-        if match := re.fullmatch(r"(?:local)?rule (\w+):", line):
+        if match := re.fullmatch(r"(?:local)?(?:rule|checkpoint) (\w+):", line):
             rule = match[1]
         elif match := re.fullmatch(r"jobid: (\d+)", line):
             events.append(("start", rule, match[1]))

@@ -348,6 +348,7 @@ def test_changing_a_variant_reruns_that_variant_only(example):
         config = yaml.safe_load(original)
         config["models"]["minilm_head128"]["projection_head"]["epochs"] = 5
         example.set_config(config)
-        assert planned_jobs(example) == Counter({"train_head": 1, "embed": 1, **per_variant, "eval_summary": 1})
+        assert planned_jobs(example) == Counter({"train_head": 1, "embed": 1, "gather": 1, **per_variant,
+                                                          "eval_summary": 1})
     finally:
         example.config_path.write_text(original)

@@ -100,20 +100,24 @@ def test_binary_unpacks_to_the_signs(finished):
 
 def test_embed_provenance_names_model_device_and_config(finished, torch_device):
     record = read_provenance(finished.path("results/embeddings/embeddings_minilm_float32.parquet"))
-    assert record["rule"] == "embed"
+    assert record["rule"] == "gather"  # of the one shard the 12 chunks make
     assert record["config"]["model"]["source"] == "bundled:all-MiniLM-L6-v2"
     assert record["model"]["adapter_applied"] is False
     assert record["model"]["weights_sha256"]
-    assert record["device"]["device"] == torch_device
+    [shard] = record["shards"]
+    assert (shard["device"], shard["rows"], shard["encoded"], shard["reused"]) == (torch_device, CHUNKS, CHUNKS, 0)
+    assert shard["texts_per_second"] > 0
     assert record["timing"]["chunks"] == CHUNKS
-    assert record["inputs"][0]["path"] == "data/chunks.json"
+    assert record["inputs"][0]["path"] == "results/shards/chunks.plan.json"
+    part = read_provenance(finished.path(shard["part"]))
+    assert part["rule"] == "embed" and part["inputs"][0]["path"] == "data/chunks.json"
     assert record["software"]["sentence-transformers"]
 
 
 def test_embed_log_names_device_precision_and_dimension(finished, torch_device):
     import torch
 
-    log = finished.path("results/logs/embed/minilm.log").read_text()
+    [log] = [path.read_text() for path in finished.path("results/logs/embed/minilm").glob("*.log")]
     assert f"on {'CPU' if torch_device == 'cpu' else torch.cuda.get_device_name(0)}" in log
     assert "compute precision float32" in log and "TF32 off" in log and "dimension 384" in log
 
@@ -124,9 +128,10 @@ def test_a_second_run_does_nothing(finished):
 
 def test_dry_run_lists_jobs_and_runs_nothing(workflow):
     # minilm x float32 float16 int8 binary; pgvector holds all but int8
-    # (preflight validates the chunks once, before the model jobs)
-    assert planned_jobs(workflow) == {"preflight": 1, "embed": 1, "probe": 1, "convert": 3, "measure": 4,
-                                      "verify": 4, "load": 3, "index": 3}
+    # (preflight validates the chunks once, before the model jobs; the embed jobs of the
+    # shards are planned once checkpoint shard_plan has cut the corpus)
+    assert planned_jobs(workflow) == {"preflight": 1, "shard_plan": 1, "gather": 1, "probe": 1, "convert": 3,
+                                      "measure": 4, "verify": 4, "load": 3, "index": 3}
     assert not workflow.path("results").exists()
 
 
@@ -140,7 +145,7 @@ def test_float32_is_temporary_when_not_configured(workflow):
 
 def test_random_sample_is_seeded_and_keeps_input_order(workflow):
     workflow.update_config(test_mode={"max_chunks": 5, "sample": "random", "seed": 7})
-    workflow.snakemake("--", "results/embeddings/embeddings_minilm_float32.parquet")  # the embed job alone
+    workflow.snakemake("--", "results/embeddings/embeddings_minilm_float32.parquet")  # its shard alone
     _, batch = embeddings(workflow, "float32")
     order = [str(chunk["id"]) for chunk in example_chunks(12)]
     assert len(batch.ids) == 5

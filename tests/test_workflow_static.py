@@ -91,7 +91,8 @@ def rule_envs() -> dict[str, str]:
     """rule name -> env file, read from the rule files."""
     envs = {}
     for smk in (REPO / "rules").glob("*.smk"):
-        for rule, env in re.findall(r"^rule (\w+):.*?conda:\s*\"\.\./(envs/[\w.]+)\"", smk.read_text(), re.S | re.M):
+        pattern = r"^(?:rule|checkpoint) (\w+):.*?conda:\s*\"\.\./(envs/[\w.]+)\""
+        for rule, env in re.findall(pattern, smk.read_text(), re.S | re.M):
             envs[rule] = env
     return envs
 
@@ -175,7 +176,8 @@ def test_snakefmt_is_clean():
 
 
 def test_every_rule_but_all_has_a_conda_env():
-    rules = set(re.findall(r"^rule (\w+):", "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk")), re.M))
+    rules = set(re.findall(r"^(?:rule|checkpoint) (\w+):", "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk")),
+                           re.M))
     assert rules and rules == set(rule_envs())
 
 
@@ -250,7 +252,7 @@ def test_lock_script_needs_only_the_standard_library():
 @pytest.mark.parametrize("rule, env_path", sorted(rule_envs().items()))
 def test_env_holds_every_package_its_rule_imports(rule, env_path):
     scripts = re.findall(
-        rf"^rule {rule}:.*?script:\s*\"\.\./(scripts/[\w.]+)\"",
+        rf"^(?:rule|checkpoint) {rule}:.*?script:\s*\"\.\./(scripts/[\w.]+)\"",
         "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk")),
         re.S | re.M,
     )
@@ -263,7 +265,7 @@ def test_env_holds_every_package_its_rule_imports(rule, env_path):
 
 def rule_blocks() -> dict[str, str]:
     text = "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
-    starts = [(m.group(1), m.start()) for m in re.finditer(r"^rule (\w+):", text, re.M)]
+    starts = [(m.group(1), m.start()) for m in re.finditer(r"^(?:rule|checkpoint) (\w+):", text, re.M)]
     return {
         name: text[start : starts[i + 1][1] if i + 1 < len(starts) else len(text)]
         for i, (name, start) in enumerate(starts)

@@ -14,6 +14,10 @@ from embedflow.embeddings_file import read_all
 from embedflow.hashing import sha256_text
 
 
+# The float32 file by name: Snakemake 9.27's --until stops at the checkpoint shard_plan.
+FLOAT32 = "results/embeddings/embeddings_minilm_float32.parquet"
+
+
 def start(workflow, *args) -> subprocess.Popen:
     return subprocess.Popen(
         [*SNAKEMAKE, "--cores", "1", "--resources", "gpu=1", *args],
@@ -46,37 +50,37 @@ def test_sigkill_during_embed_then_rerun_gives_a_complete_file(workflow):
     chunks = example_chunks(200)
     write_chunks(workflow.path("data/chunks.json"), chunks)
     workflow.update_config(precisions=["float32"])
-    log = workflow.path("results/logs/embed/minilm.log")
-    run = start(workflow, "--until", "embed")
+    log = workflow.path("results/logs/gather/minilm.log")
+    run = start(workflow, "--", FLOAT32)
     folder = workflow.path("results/embeddings")
     try:
         # The writer opens its temporary file once the model is loaded, then encodes into it.
-        wait_for(lambda: folder.exists() and any(folder.glob(".*.tmp")), process=run)
+        wait_for(lambda: folder.exists() and any(folder.rglob(".*.tmp")), process=run)
     finally:
         end(run)
     assert not workflow.path("results/embeddings/embeddings_minilm_float32.parquet").exists()
-    leftovers = list(folder.glob(".*.tmp"))
+    leftovers = list(folder.rglob(".*.tmp"))
     assert leftovers  # the killed writer could not clean up ...
 
-    refused = workflow.snakemake("--until", "embed", check=False)  # the killed run's lock is still there
+    refused = workflow.snakemake("--", FLOAT32, check=False)  # the killed run's lock is still there
     assert refused.returncode != 0 and "--unlock" in refused.stdout + refused.stderr
     workflow.snakemake("--unlock")
-    workflow.snakemake("--until", "embed")
+    workflow.snakemake("--", FLOAT32)
     meta, rows = read_all(workflow.path("results/embeddings/embeddings_minilm_float32.parquet"))
     assert rows.ids == [str(c["id"]) for c in chunks]
     assert rows.hashes == [sha256_text(c["content"]) for c in chunks]
     np.testing.assert_allclose(np.linalg.norm(rows.vectors, axis=1), 1, atol=1e-5)
-    assert not list(folder.glob(".*.tmp"))  # ... the next writer removed its leftovers
+    assert not list(folder.rglob(".*.tmp"))  # ... the next writer removed its leftovers
     assert "wrote results/embeddings/embeddings_minilm_float32.parquet: 200 rows" in log.read_text()
 
 
 def test_a_second_run_in_the_same_folder_is_refused(workflow):
     write_chunks(workflow.path("data/chunks.json"), example_chunks(60))
     workflow.update_config(precisions=["float32"])
-    first = start(workflow, "--until", "embed")
+    first = start(workflow, "--", FLOAT32)
     try:
-        wait_for(lambda: workflow.path("results/logs/embed/minilm.log").exists(), process=first)
-        second = workflow.snakemake("--until", "embed", check=False)
+        wait_for(lambda: any(workflow.path("results/logs/embed").rglob("*.log")), process=first)
+        second = workflow.snakemake("--", FLOAT32, check=False)
         assert second.returncode != 0
         assert "cannot be locked" in second.stdout + second.stderr
         assert first.wait(timeout=300) == 0

@@ -60,6 +60,8 @@ def model_folder(workflow):
 
 def intermediate_files(workflow):
     garbage(workflow, "results/embeddings/embeddings_base_float32.parquet")
+    [part] = workflow.path("results/embeddings/shards/base_head").glob("*.parquet")  # the head's one shard
+    garbage(workflow, str(part.relative_to(workflow.root)))
     garbage(workflow, "results/verify/base_head.probes.parquet")
     garbage(workflow, "results/verify/other_float32.measures.json")
     dropped = workflow.embedflow("psql", "-c", "DROP TABLE other_float16")
@@ -78,6 +80,14 @@ def query_vectors_pca_and_rejected_file(workflow):
     os.utime(rejected, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ancient: its mtime never reruns anything
 
 
+def rejected_file_and_no_plan(workflow):
+    rejected = workflow.path("results/rejected/chunks.jsonl")
+    stat = rejected.stat()
+    rejected.write_text("{not a record\n")
+    os.utime(rejected, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    workflow.path("results/shards/chunks.plan.json").unlink()  # so the plan is made again, from it
+
+
 def evaluation_report(workflow):
     garbage(workflow, "results/eval/base_head_float32.json")
 
@@ -90,7 +100,9 @@ def chunks_file(workflow):
 # scenario -> (damage, the rules that must fail)
 SCENARIOS = {
     "model_folder": (model_folder, {"embed", "encode_queries", "train_head"}),
-    "intermediate_files": (intermediate_files, {"convert", "probe", "fit_pca", "measure", "verify", "index"}),
+    "intermediate_files": (intermediate_files, {"convert", "probe", "fit_pca", "measure", "verify", "index",
+                                                "gather"}),
+    "rejected_file_and_no_plan": (rejected_file_and_no_plan, {"shard_plan"}),
     # The PCA file is also an input of the queries' encoding.
     "query_vectors_pca_and_rejected_file": (query_vectors_pca_and_rejected_file,
                                             {"evaluate", "sweep", "project", "encode_queries", "load"}),
