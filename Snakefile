@@ -13,6 +13,7 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/preflight.smk"
+include: "rules/export_backend.smk"
 include: "rules/shard_plan.smk"
 include: "rules/embed.smk"
 include: "rules/gather.smk"

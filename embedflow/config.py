@@ -39,6 +39,8 @@ def model_output_slice(spec: dict) -> dict:
     # Only where set: the params of a torch model stay as they were before backends came.
     if spec.get("backend", "torch") != "torch":
         output["backend"] = spec["backend"]
+    if spec.get("quantization"):
+        output["quantization"] = spec["quantization"]
     if is_http(spec):
         output["http"] = vector_slice(spec["http"])
     if spec.get("variant"):

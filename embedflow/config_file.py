@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from embedflow.backends import check_backends
 from embedflow.variants import check_models, is_variant
 
 
@@ -22,4 +23,5 @@ def load_config(path: str | Path) -> dict:
         schema = "variant.schema.yaml" if is_variant(spec) else "model.schema.yaml"
         validate(spec, str(schemas / schema))
     check_models(config["models"])
+    check_backends(config["models"])
     return config

@@ -216,6 +216,8 @@ def _metadata(settings: EmbedSettings, corpus_sha256: str, windows: WindowEncode
         text_field=settings.text_field,
         corpus_sha256=corpus_sha256,
         reduction=reduction_of(settings.model.get("variant")),
+        backend=encoder.identity.get("backend", "torch"),
+        quantization=encoder.identity.get("quantization"),
     )
 
 

@@ -43,6 +43,10 @@ class EmbeddingsMetadata:
     int8_ranges: list[list[float]] | None = field(default=None)
     # For a variant (embedflow.variants): {"base": <model key>, "way": ..., "dim": ...}
     reduction: dict | None = field(default=None)
+    # What computed the vectors (embedflow.backends): torch | onnx | openvino | http, and int8
+    # for a quantized graph. Absent in files written before backends existed: torch.
+    backend: str | None = field(default=None)
+    quantization: str | None = field(default=None)
 
     def to_parquet(self) -> dict[bytes, bytes]:
         return {
@@ -61,7 +65,7 @@ class EmbeddingsMetadata:
                     continue
                 raise InputError(f"{path}: Parquet metadata has no '{item.name}'")
             text = raw[item.name]
-            values[item.name] = text if item.type == "str" else json.loads(text)
+            values[item.name] = text if item.type in ("str", "str | None") else json.loads(text)
         return cls(**values)
 
     def ranges_array(self) -> np.ndarray | None:

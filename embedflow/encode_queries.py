@@ -33,6 +33,7 @@ def encode_queries_main(snakemake) -> None:
         model=snakemake.wildcards.model, model_source=spec["source"], dim=encoder.dim, precision="float32",
         normalized=encoder.normalize, compute_precision=encoder.compute_precision, text_field="query",
         corpus_sha256=sha256_file(snakemake.input.queries),
+        backend=encoder.identity.get("backend", "torch"), quantization=encoder.identity.get("quantization"),
     )
     with EmbeddingsWriter(snakemake.output.queries, meta) as writer:
         writer.write(query_ids, vectors, [sha256_text(text) for text in texts])

@@ -208,7 +208,7 @@ def _token_lengths(tokenizer, texts: list[str], prompt: str) -> list[int]:
     return lengths
 
 
-def _identity(spec: dict, source: ModelSource, adapter_applied: bool) -> dict:
+def model_identity(spec: dict, source: ModelSource, adapter_applied: bool) -> dict:
     """The provenance record of the model: where it came from, its files' sha256, and
     ``identity_key``, the key of its vectors in the cache (embedflow.identity)."""
     folder = Path(source.name_or_path) if source.kind != "hub" else hub_snapshot(
@@ -222,6 +222,8 @@ def _identity(spec: dict, source: ModelSource, adapter_applied: bool) -> dict:
         "resolved_revision": folder.name if source.kind == "hub" and folder else None,
         "weights_sha256": weights_sha256(folder) if folder else None,
         "adapter": None,
+        "backend": spec.get("backend") or "torch",
+        "quantization": spec.get("quantization"),
     }
     if spec.get("adapter"):
         identity["adapter"] = {
@@ -249,25 +251,11 @@ def _apply_adapter(model, adapter: str) -> bool:
     return bool(model.active_adapters())
 
 
-def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -> Encoder:
-    """Load a model per its config spec; logs device, precision, TF32 and dimension. An http
-    model (``backend: http``) is an API client instead (``embedflow.backends.http``)."""
-    if spec.get("backend") == "http":
-        from embedflow.backends.http import load_http_encoder
-
-        return load_http_encoder(key, spec)
-    if spec.get("backend", "torch") != "torch":
-        raise ConfigError(f"model {key}: backend {spec['backend']} is not built into this version")
-    import torch
+def load_torch_model(spec: dict, source: ModelSource, device: str, dtype=None):
+    """The sentence-transformers model of a spec (truncation and max_seq_length set), as torch
+    loads it; rule export_backend exports its Transformer module from this too."""
     from sentence_transformers import SentenceTransformer
 
-    source = resolve_source(spec["source"])
-    device = resolve_device(device_policy, require_cuda)
-    compute = spec["compute_precision"]
-    dtype = torch_dtype(compute)
-    for message in precision_warnings(compute, device):
-        log.warning(message)
-    log.info("model %s: loading %s (%s) on %s", key, source.name_or_path, source.kind, device_name(device))
     model = SentenceTransformer(
         source.name_or_path,
         device=device,
@@ -275,10 +263,36 @@ def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -
         trust_remote_code=spec.get("trust_remote_code", False),
         truncate_dim=spec.get("truncate_dim"),
         local_files_only=source.kind != "hub",
-        model_kwargs={"dtype": dtype},
+        model_kwargs={"dtype": dtype if dtype is not None else torch_dtype("float32")},
     )
     if spec.get("max_seq_length"):
         model.max_seq_length = spec["max_seq_length"]
+    return model
+
+
+def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -> Encoder:
+    """Load a model per its config spec; logs device, precision, TF32 and dimension.
+    Dispatches on ``spec["backend"]`` (embedflow.backends; torch when absent): http is an API
+    client, onnx and openvino run an exported graph."""
+    from embedflow.backends import check_backend, is_exported
+
+    check_backend(key, spec)
+    if spec.get("backend") == "http":  # an API client (embedflow.backends.http)
+        from embedflow.backends.http import load_http_encoder
+
+        return load_http_encoder(key, spec)
+    if is_exported(spec):
+        from embedflow.backends.onnx import load_exported_encoder
+
+        return load_exported_encoder(key, spec, device_policy, require_cuda)
+    source = resolve_source(spec["source"])
+    device = resolve_device(device_policy, require_cuda)
+    compute = spec["compute_precision"]
+    dtype = torch_dtype(compute)
+    for message in precision_warnings(compute, device):
+        log.warning(message)
+    log.info("model %s: loading %s (%s) on %s", key, source.name_or_path, source.kind, device_name(device))
+    model = load_torch_model(spec, source, device, dtype)
     adapter_applied = _apply_adapter(model, spec["adapter"]) if spec.get("adapter") else False
     model.to(dtype)
     model.eval()
@@ -310,7 +324,7 @@ def load_encoder(key: str, spec: dict, device_policy: str, require_cuda: bool) -
         dim=dim if projection is None else projection.dim,
         normalize=spec["normalize"],
         max_seq_length=model.max_seq_length,
-        identity=_identity(spec, source, adapter_applied),
+        identity=model_identity(spec, source, adapter_applied),
         projection=projection,
         max_batch_tokens=spec.get("max_batch_tokens"),
     )

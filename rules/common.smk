@@ -10,9 +10,11 @@ from snakemake.utils import validate
 # The workflow's own package, importable without installing it (also in conda envs).
 sys.path.insert(0, workflow.basedir)
 
+from embedflow.backends import check_backends, export_key, export_slice, is_exported
 from embedflow.config import canonical_json, model_output_slice, selection_slice
 from embedflow.database import DatabaseSettings, describe_target
 from embedflow.paths import (
+    BACKEND_FOLDER,
     DECISION,
     EMBEDDINGS,
     EVALUATION,
@@ -59,9 +61,17 @@ for _spec in config["models"].values():
         ),
     )
 check_models(config["models"])
+check_backends(config["models"])
 # Every model key as the rules see it: a variant resolved into its base's settings.
 MODELS = {key: resolve(config["models"], key) for key in config["models"]}
 MODELS_BY_WAY = keys_by_way(config["models"])
+# Models with backend onnx or openvino that have an export of their own (rule export_backend);
+# a truncation or PCA variant runs its base's.
+EXPORTED_MODELS = sorted(
+    key
+    for key, spec in MODELS.items()
+    if is_exported(spec) and export_key(key, spec) == key
+)
 PRECISION_NAMES = precision_names()
 # Every precision is derived from the float32 file of one model pass.
 DERIVED_PRECISIONS = [p for p in PRECISION_NAMES if p != "float32"]
@@ -161,6 +171,14 @@ def model_files_of(key):
     return files
 
 
+def exported_graph(wildcards):
+    """The export folder a model's encoding jobs read (none for torch)."""
+    spec = MODELS[wildcards.model]
+    if not is_exported(spec):
+        return []
+    return [BACKEND_FOLDER.format(model=export_key(wildcards.model, spec))]
+
+
 def model_output_params(wildcards):
     return canonical_json(model_output_slice(model_spec(wildcards)))
 
@@ -175,6 +193,19 @@ def query_encoder_slice(key):
 
 def query_encoder_params(wildcards):
     return query_encoder_slice(wildcards.model)
+
+
+def head_base_params(wildcards):
+    # A projection head trains on its base's torch model whatever the base's backend
+    # (embedflow.train_head): the backend reaches the head's own export, not its training.
+    spec = {
+        **MODELS[variant_of(wildcards)["base"]],
+        "backend": "torch",
+        "quantization": None,
+    }
+    return canonical_json(
+        {**model_output_slice(spec), "query_prompt": spec["query_prompt"]}
+    )
 
 
 def query_vector_params(wildcards):

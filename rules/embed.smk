@@ -8,6 +8,8 @@ rule embed:
         chunks=ancient(config["chunks"]),
         plan=ancient(SHARD_PLAN),
         model_files=local_model_files,
+        # backend onnx / openvino: the exported graph (rule export_backend)
+        export=exported_graph,
     output:
         parquet=SHARD_PART,
         provenance=provenance_of(SHARD_PART),

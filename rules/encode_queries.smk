@@ -6,6 +6,8 @@ rule encode_queries:
         # (a changed chunks file re-encodes the queries too; see rules/preflight.smk).
         preflight=PREFLIGHT,
         model_files=local_model_files,
+        # backend onnx / openvino: the exported graph (rule export_backend)
+        export=exported_graph,
     output:
         queries=QUERY_VECTORS,
         provenance=provenance_of(QUERY_VECTORS),

@@ -9,6 +9,8 @@ rule probe:
         chunks=config["chunks"],
         rejected=REJECTED,
         model_files=local_model_files,
+        # backend onnx / openvino: the exported graph (rule export_backend)
+        export=exported_graph,
     output:
         probes=PROBES,
         provenance=provenance_of(PROBES),

@@ -22,7 +22,7 @@ rule train_head:
         gpu=1,
     params:
         # What changes the base's vectors, and the prompts the pairs are encoded with.
-        base=lambda w: query_encoder_slice(variant_of(w)["base"]),
+        base=head_base_params,
         variant=variant_params,
         # The pairs name their passages among all chunks: test-mode sampling never
         # changes the head.

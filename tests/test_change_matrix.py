@@ -160,7 +160,6 @@ PRECISIONS_ROWS = {
     "model.compute_precision": ("tf32", MODEL),
     "model.normalize": (False, MODEL),
     "model.trust_remote_code": (True, MODEL),
-    "model.backend": ("onnx", MODEL),  # planned only
 }
 
 # Workflow "variants": models tiny and other, tiny_trunc, tiny_pca and tiny_head (variants
@@ -175,6 +174,11 @@ SAMPLE = {"shard_plan": 1, "gather": 3, "fit_pca": 1, "project": 2, "probe": 5, 
 EVERYTHING = {**SAMPLE, "train_head": 1}  # the pairs' passages are chunks too
 CORPUS_READ = {**EVERYTHING, "preflight": 1}  # rule preflight validates the chunks file's text field
 
+# tiny's backend: its export and tiny_head's (the head inherits it; its training stays on the
+# torch base), both models' embed, and every chain after them; other keeps its own export.
+BACKEND = {"export_backend": 2, "embed": 2, "gather": 2, "fit_pca": 1, "project": 2, "probe": 4, "measure": 4, "verify": 4,
+           "load": 4, "index": 4}
+
 VARIANTS_ROWS = {
     "chunks": ("data/chunks_copy.json", CORPUS_READ),
     "text_field": ("summary", CORPUS_READ),
@@ -185,6 +189,9 @@ VARIANTS_ROWS = {
     "test_mode.max_chunks": (11, SAMPLE),
     "test_mode.sample": ("head", SAMPLE),
     "test_mode.seed": (1, SAMPLE),
+    "model.backend": ("onnx", BACKEND),
+    # other runs backend onnx: int8 exports it again and reruns its own chain alone
+    "model.quantization": ("int8", {"export_backend": 1, "embed": 1, "gather": 1, **CHAIN}),
     "variant.base": ("other", TRUNCATION),
     "variant.truncate_dim": (12, TRUNCATION),
     "variant.pca.dim": (6, PCA),
@@ -219,7 +226,7 @@ HTTP_ROWS = {
     "model.http.price_per_million_tokens": (0.02, NOTHING),
 }
 # Where a key of a model or variant is changed.
-KEY_OWNERS = {"model": "tiny", "model.http": "served", "variant.base": "tiny_trunc",
+KEY_OWNERS = {"model": "tiny", "model.http": "served", "model.quantization": "other", "variant.base": "tiny_trunc",
               "variant.truncate_dim": "tiny_trunc", "variant.pca": "tiny_pca", "variant.projection_head": "tiny_head"}
 
 
@@ -408,7 +415,8 @@ def matrix_workflows(tmp_path_factory, tiny_model, tiny_lora_adapter):
         "variants": (
             {
                 "tiny": {"source": str(tiny_model)},
-                "other": {"source": str(tiny_model)},
+                # the one model of the suite on an exported backend (its export, embed, verify)
+                "other": {"source": str(tiny_model), "backend": "onnx"},
                 "tiny_trunc": {"base": "tiny", "truncate_dim": 16},
                 "tiny_pca": {"base": "tiny", "pca": {"dim": 8}},
                 "tiny_head": {"base": "tiny", "projection_head": {
@@ -464,6 +472,24 @@ def test_a_forked_dry_run_plans_as_the_command_line_does(matrix_workflows):
     [(_, forked, _)] = planned_for_each(workflow, [("query prompt", change, None)])
     [(_, plain, _)] = planned_for_each(Workflow(workflow.root), [("query prompt", change, None)])
     assert forked == plain == QUERY_PROMPT
+
+
+def test_a_model_on_backend_onnx_is_exported_embedded_and_verified(matrix_workflows):
+    """Model other of the variants workflow runs backend onnx: its export is an input of its
+    embed and probe, and verify's checks pass on it (the probe encodes through the same graph)."""
+    from embedflow.embeddings_file import read_metadata
+
+    workflow = matrix_workflows["variants"]
+    manifest = json.loads(workflow.path("results/backends/other/export.json").read_text())
+    assert manifest["graph_file"] == "onnx/model.onnx" and manifest["settings"]["backend"] == "onnx"
+    parquet = workflow.path("results/embeddings/embeddings_other_float32.parquet")
+    assert (read_metadata(parquet).backend, read_metadata(parquet).quantization) == ("onnx", None)
+    graph = json.loads(workflow.path(f"{parquet.relative_to(workflow.root)}.provenance.json").read_text())
+    assert graph["model"]["export"]["graph_sha256"] == {"onnx/model.onnx": manifest["files_sha256"]["onnx/model.onnx"]}
+    report = json.loads(workflow.path("results/verify/other_float32.json").read_text())
+    checks = {check["name"]: check for check in report["checks"]}
+    assert report["status"] == "pass" and checks["model_reproduces"]["status"] == "pass"
+    assert checks["model_reproduces"]["value"] >= 0.9999
 
 
 # --- real reruns of a few rows ----------------------------------------------------------

@@ -1,2 +1,98 @@
-"""Encoders other than torch sentence-transformers, dispatched by ``encoder.load_encoder`` on a
-model's ``backend``; each in its own module, imported only when a job uses it."""
+"""Encoder backends: which runtime turns a model's tokens into vectors (docs/backends.md).
+
+``torch`` (the default) runs the model as sentence-transformers loads it. ``onnx`` and
+``openvino`` run an exported graph of the model's Transformer module in ONNX Runtime or
+OpenVINO, with sentence-transformers' own tokenizer, pooling, normalization and truncation
+around it; rule ``export_backend`` writes that graph once per model under
+``results/backends/<model>/`` and the model's jobs read it. ``http`` is an embeddings API
+(embedflow.backends.http). ``quantization: int8`` applies to the exported backends only.
+
+Plain Python: the Snakefile imports it while planning (no torch, no runtime).
+"""
+
+from __future__ import annotations
+
+from embedflow.errors import ConfigError
+
+BACKENDS = ("torch", "onnx", "openvino", "http")
+# Backends that run a graph exported by rule export_backend.
+EXPORTED = ("onnx", "openvino")
+QUANTIZATIONS = (None, "int8")
+
+# The graph file inside the export folder, in sentence-transformers' own layout and names
+# (what `backend="onnx"` / `"openvino"` with model_kwargs={"file_name": ...} would load):
+# ONNX dynamic int8 with the AVX2 settings of export_dynamic_quantized_onnx_model (these CPUs
+# have AVX2, no AVX512 / VNNI), OpenVINO static int8 as export_static_quantized_openvino_model.
+GRAPH_FILES = {
+    ("onnx", None): "onnx/model.onnx",
+    ("onnx", "int8"): "onnx/model_quint8_avx2.onnx",
+    ("openvino", None): "openvino/openvino_model.xml",
+    ("openvino", "int8"): "openvino/openvino_model_qint8_quantized.xml",
+}
+# The export's own record of what it made (source identity, settings, versions, file sha256s).
+MANIFEST = "export.json"
+
+# The model settings that change an exported graph: anything else (prompts, truncation,
+# max_seq_length, normalization) runs outside the graph, in sentence-transformers.
+EXPORT_KEYS = ("source", "revision", "trust_remote_code", "backend", "quantization")
+
+
+def backend_of(spec: dict) -> str:
+    return spec.get("backend") or "torch"
+
+
+def is_exported(spec: dict) -> bool:
+    return backend_of(spec) in EXPORTED
+
+
+def graph_file(spec: dict) -> str:
+    return GRAPH_FILES[(backend_of(spec), spec.get("quantization"))]
+
+
+def export_slice(spec: dict) -> dict:
+    return {key: spec.get(key) for key in EXPORT_KEYS}
+
+
+def export_key(key: str, spec: dict) -> str:
+    """Whose export a model key runs: its own, or for a truncation or PCA variant (the same
+    network, reduced after it) its base's. A projection head is a new model: its own."""
+    variant = spec.get("variant")
+    if variant and variant["way"] in ("truncate_dim", "pca"):
+        return variant["base"]
+    return key
+
+
+def check_backend(key: str, spec: dict) -> None:
+    """What the schema cannot say about a model's backend, before any job runs."""
+    backend = backend_of(spec)
+    where = f"models.{key}"
+    if backend not in BACKENDS:
+        raise ConfigError(f"{where}: backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    quantization = spec.get("quantization")
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(f"{where}: quantization must be null or int8, got {quantization!r}")
+    if quantization and backend not in EXPORTED:
+        raise ConfigError(
+            f"{where}: quantization: {quantization} needs backend onnx or openvino (got {backend}); "
+            "for smaller stored vectors use precisions (int8, binary) instead"
+        )
+    if backend not in EXPORTED:
+        return
+    if spec.get("compute_precision", "float32") != "float32":
+        raise ConfigError(
+            f"{where}: backend {backend} runs its graph in float32 (or int8 with quantization: int8); "
+            f"compute_precision {spec['compute_precision']!r} is for backend torch"
+        )
+    if spec.get("adapter"):
+        raise ConfigError(
+            f"{where}: backend {backend} exports the base model, without the adapter {spec['adapter']}; "
+            "merge it first (peft's merge_and_unload, then save the model) and use that folder as source"
+        )
+
+
+def check_backends(models: dict) -> None:
+    """check_backend for every model key, variants resolved into their base's settings."""
+    from embedflow.variants import is_variant
+
+    for key, spec in models.items():
+        check_backend(key, models[spec["base"]] if is_variant(spec) else spec)
