@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 
+from datetime import UTC, datetime
+
 import pytest
 import yaml
 
 from conftest import REPO, example_chunks, write_chunks
 from embedflow.config_file import load_config
-from embedflow.embed import plan_beside_outcome
+from embedflow.gather import plan_beside_outcome
 from embedflow.cache.runs import record_throughput
 from embedflow.plan import UNKNOWN, make_plan, save_plan
 from test_cache import edit, embed, received  # noqa: F401  (received: the fixture)
@@ -55,7 +57,9 @@ def test_the_plan_predicts_what_embed_then_does(tmp_path, tiny_model, setup, rec
     received.clear()
     after = embed(tmp_path, chunks, tiny_model, "after")
     assert len(received) == 5
-    beside = plan_beside_outcome(after)
+    # As rule gather reads it from the provenance of its one shard, embedded after the plan.
+    shard = {"cache": after.cache, "shard": {"rows": after.rows}, "timing": {"finished": datetime.now(UTC).isoformat()}}
+    beside = plan_beside_outcome([shard], after.corpus_sha256)
     assert beside["agree"] is True and beside["outcome"] == {"cached": 20, "to_encode": 5}
     assert beside["predicted"]["planned_at"] == plan["planned_at"]
 
