@@ -119,14 +119,14 @@ def embed_corpus(
     # Only id and text stay in the window, not each chunk's whole record.
     pairs = ((chunk.id, chunk.text) for chunk in iter_chunks(chunks_path, settings.text_field, positions, skip))
     rows, encoder, record, timer = embed_windows(batched(pairs, settings.window_rows), output, settings,
-                                                 corpus.sha256, selected, progress)
+                                                 corpus.sha256, selected, progress, chunks_path)
     return EmbedResult(rows, corpus.count, corpus.sha256, encoder, timer, len(skip), record)
 
 
 def embed_windows(pair_windows: Iterable[list[tuple[str, str]]], output: str | Path, settings: EmbedSettings,
-                  corpus_sha256: str, total: int, progress: TextIO | None = None):
-    """Each window of (id, text): from the cache and the model, written as one row group of
-    ``output``, whose metadata names ``corpus_sha256``. Returns (rows, encoder or its cached
+                  corpus_sha256: str, total: int, progress: TextIO | None = None, chunks_path: str | Path = ""):
+    """Each window of (id, text) of ``chunks_path``: from the cache and the model, written as one row
+    group of ``output``, whose metadata names ``corpus_sha256``. Returns (rows, encoder or its cached
     facts, the cache and work record, timer)."""
     encoders.set_threads(settings.threads)
     windows = WindowEncoder(

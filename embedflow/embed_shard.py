@@ -32,7 +32,8 @@ def embed_shard(chunks_path: str | Path, plan: ShardPlan, shard: Shard, output: 
     log.info("%s: shard %s, %d chunks in %d window(s), %r to %r (field %r)", chunks_path, shard.name,
              shard.rows, len(shard.windows), shard.first_id, shard.last_id, plan.text_field)
     windows = split_windows(shard_pairs(chunks_path, plan, shard), shard.windows)
-    rows, encoder, record, timer = embed_windows(windows, output, settings, shard.sha256, shard.rows, progress)
+    rows, encoder, record, timer = embed_windows(windows, output, settings, shard.sha256, shard.rows, progress,
+                                                 chunks_path)
     return EmbedResult(rows, plan.corpus["chunks"], plan.corpus["sha256"], encoder, timer,
                        plan.corpus["rejected"], record)
 
