@@ -112,6 +112,22 @@ def plan_beside_outcome(records: list[dict], corpus_sha256: str) -> dict:
     return {"predicted": predicted, "outcome": outcome, "agree": all(predicted[k] == outcome[k] for k in outcome)}
 
 
+HTTP_SUMMED = ("requests", "retries", "texts", "tokens_estimated", "tokens_billed", "responses_without_usage")
+
+
+def summed_http_usage(records: list[dict]) -> dict:
+    """An API model's requests, tokens billed and cost over every shard job, as one embed job
+    records them under ``http``; {} for a local model (or when no shard called the API)."""
+    usages = [record["http"] for record in records if record.get("http")]
+    if not usages:
+        return {}
+    total = {**usages[0], **{key: sum(usage.get(key) or 0 for usage in usages) for key in HTTP_SUMMED}}
+    total["served_models"] = sorted({name for usage in usages for name in usage.get("served_models", [])})
+    costs = [usage.get("estimated_cost") for usage in usages]
+    total["estimated_cost"] = None if None in costs else sum(costs)
+    return {"http": total}
+
+
 def main(snakemake) -> None:
     timer = Timer()
     model = params_json(snakemake, "model")
@@ -145,6 +161,7 @@ def main(snakemake) -> None:
             # as an embed job's record has it (the cache's prune keeps the identity that outputs name)
             "cache": work,
             "plan": plan_beside_outcome(records, plan.corpus["sha256"]),
+            **summed_http_usage(records),
         },
     )
     _note_stale_parts(Path(parts[0]).parent, parts)

@@ -211,7 +211,7 @@ VARIANTS_ROWS = {
 # Workflow "http" (tests/test_http_workflow.py): model `served`, backend http on a server of
 # the test, float32 up to its verify report. What changes vectors reruns its chain; limits,
 # concurrency, timeout, retries, price and the key's variable rerun nothing.
-HTTP_CHAIN = {"embed": 1, "probe": 1, "measure": 1, "verify": 1}
+HTTP_CHAIN = {"embed": 1, "gather": 1, "probe": 1, "measure": 1, "verify": 1}
 HTTP_ROWS = {
     "model.http.provider": ("openai", HTTP_CHAIN),
     "model.http.model": ("minilm", HTTP_CHAIN),
