@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import snakemake_server
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ("Snakefile", "config", "rules", "scripts", "envs", "embedflow", "profiles", "report")
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -58,14 +60,12 @@ class Workflow:
         self.set_config(config)
         return config
 
-    def snakemake(self, *args: str, check: bool = True, env: dict | None = None):
-        done = subprocess.run(
-            [*SNAKEMAKE, "--cores", "1", "--resources", "gpu=1", *args],
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-        )
+    def snakemake(self, *args: str, check: bool = True, env: dict | None = None, forked: bool = True):
+        """Snakemake's command line in this copy; ``forked``: through tests/snakemake_server.py,
+        which saves the 2 s of imports each start costs (else a plain `python -m snakemake`)."""
+        run = snakemake_server.run if forked else snakemake_server.plain
+        done = run(["--cores", "1", "--resources", "gpu=1", *args], self.root,
+                   {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
         if check and done.returncode != 0:
             raise AssertionError(f"snakemake {args} failed:\n{done.stdout}\n{done.stderr}")
         return done
@@ -114,6 +114,13 @@ def make_workflow(root: Path, chunk_count: int = 12) -> Workflow:
     models = {key: spec for key, spec in copy.config["models"].items() if "base" not in spec}
     copy.update_config(chunks="data/chunks.json", queries=None, models=models)
     return copy
+
+
+@pytest.fixture(scope="session", autouse=True)
+def snakemake_servers():
+    """The forking Snakemake servers the session started, stopped at its end."""
+    yield
+    snakemake_server.close_all()
 
 
 @pytest.fixture(scope="session")
