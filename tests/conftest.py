@@ -162,6 +162,12 @@ def small_run(tmp_path_factory) -> Workflow:
     return workflow
 
 
+@pytest.fixture(scope="session")
+def loaded_workflow(small_run) -> Workflow:
+    """The small run under its former name (its float32 and binary tables among the four)."""
+    return small_run
+
+
 def copy_of(workflow: Workflow, root: Path) -> Workflow:
     """A copy of a workflow's folder: files, their times, Snakemake's records, and the database
     files with their owner (`cp -a`: the embedded server runs as its own user under root)."""
