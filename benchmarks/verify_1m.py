@@ -136,7 +136,8 @@ def child(args) -> None:
     import numpy  # noqa: F401  (imported before the clock)
     import pyarrow  # noqa: F401
 
-    from embedflow.config import load_config, measure_slice, selection_slice, verify_slice
+    from embedflow.config import measure_slice, selection_slice, verify_slice
+    from embedflow.config_file import load_config
     from embedflow.verify import VerifySettings, verify_embeddings
 
     folder = Path(args.folder)

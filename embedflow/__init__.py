@@ -62,6 +62,8 @@ _PUBLIC = {
     "verify_embeddings": "verify",
     "VerifySettings": "verify",
     "load_table": "load",
+    "ServingSettings": "serving",
+    "plan_table": "table_plan",
     "IndexSettings": "index",
     "build_index": "index",
     "measure_recall": "index",
@@ -71,7 +73,7 @@ _PUBLIC = {
     "embedded_server": "database",
     "SearchPlan": "search",
     # config and records
-    "load_config": "config",
+    "load_config": "config_file",
     "canonical_json": "config",
     "read_provenance": "provenance",
     "retrieval_metrics": "metrics",

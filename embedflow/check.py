@@ -6,7 +6,7 @@ the database (table present and the same one, row count, column type, the
 Parquet sha256 in the registry, the index definition). With ``--invalidate``
 it removes the markers that no longer tell the truth, and the next
 ``snakemake`` run redoes exactly those jobs: a missing output is rebuilt.
-A table's index marker goes with its load marker: reloading replaces the
+A table's index marker goes with its load marker: a full reload replaces the
 table and so its index, and Snakemake, asked for the index marker, would
 not rerun the load for a missing load marker alone.
 """

@@ -137,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from embedflow.config import load_config
+    from embedflow.config_file import load_config
     from embedflow.snakemake_rule import setup_logging
 
     command_line = parser()

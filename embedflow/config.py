@@ -12,9 +12,7 @@ size, device) never reaches a tracked param.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from embedflow.variants import check_models, is_variant
 
 # Model settings that change the vectors a model produces. batch_size does not.
 MODEL_OUTPUT_KEYS = (
@@ -52,22 +50,6 @@ def selection_slice(config: dict) -> dict:
         if test_mode["sample"] == "random":
             selection["seed"] = test_mode["seed"]
     return selection
-
-
-def load_config(path: str | Path) -> dict:
-    """The workflow's config file with its schemas' defaults filled in, as the Snakefile sees it."""
-    import yaml
-    from snakemake.utils import validate
-
-    path = Path(path).resolve()
-    schemas = Path(__file__).resolve().parents[1] / "config"
-    config = yaml.safe_load(path.read_text()) or {}
-    validate(config, str(schemas / "config.schema.yaml"))
-    for spec in config["models"].values():
-        schema = "variant.schema.yaml" if is_variant(spec) else "model.schema.yaml"
-        validate(spec, str(schemas / schema))
-    check_models(config["models"])
-    return config
 
 
 def verify_slice(config: dict, spec: dict, precision: str) -> dict:

@@ -1,6 +1,7 @@
 """sha256 of files and texts, the one hashing convention of the workflow."""
 
 import hashlib
+import json
 from pathlib import Path
 
 _BLOCK = 1 << 20
@@ -27,3 +28,15 @@ def sha256_tree(folder: str | Path) -> dict[str, str]:
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
+
+
+def sha256_record(record: dict) -> bytes:
+    """Digest of a chunk's record as the chunks file has it (canonical JSON): what a table row
+    holds besides its vector, so an edit of its text, summary or metadata changes it."""
+    # ASCII (JSON escapes): any text JSON can hold hashes, a lone surrogate included
+    canonical = json.dumps(record, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).digest()
+
+
+def sha256_bytes(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

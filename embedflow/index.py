@@ -1,16 +1,22 @@
 """Stage ``index``: build the ANN index of a loaded table and measure its recall.
 
-The index is built after loading, with ``maintenance_work_mem`` and parallel
-maintenance workers set for the build. When the live index already has the
-definition the settings ask for (only the search settings changed), it is
-kept and only re-measured. The table itself is never touched: changing index
-settings rebuilds the index, never reloads rows.
+A full load builds the index with the new table (``embedflow.serving``), and a
+diff load keeps it; this stage then finds the live index with the definition
+the settings ask for, keeps it and only re-measures it. When the definition
+changed it builds the new index beside the old one (``<table>__staging_idx``,
+``maintenance_work_mem`` and parallel maintenance workers set for the build)
+and, in the same transaction, drops the old one and renames the new one into
+its place: readers keep using the old index until the commit, then the new
+one, never none. The table itself is never touched: changing index settings
+rebuilds the index, never reloads rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -23,7 +29,7 @@ from embedflow.provenance import Timer, write_provenance
 from embedflow.schema import defaults
 from embedflow.search import SearchPlan, search
 from embedflow.snakemake_rule import params_json, run_rule
-from embedflow.tables import INDEX_SUFFIX, VectorColumn
+from embedflow.tables import INDEX_SUFFIX, STAGING_INDEX_SUFFIX, VectorColumn
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,11 @@ def index_name(table: str) -> str:
     return f"{table}{INDEX_SUFFIX}"
 
 
+def staging_index_name(table: str) -> str:
+    """The index of ``table`` while it is built, before it takes index_name(table)'s place."""
+    return f"{table}{STAGING_INDEX_SUFFIX}"
+
+
 def column_of(cursor, table: str) -> VectorColumn:
     row = cursor.execute(
         """SELECT t.typname, a.atttypmod FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
@@ -93,7 +104,8 @@ def plan_for(column: VectorColumn, settings: IndexSettings) -> SearchPlan:
     )
 
 
-def create_index_sql(table: str, plan: SearchPlan, settings: IndexSettings, rows: int):
+def create_index_sql(table: str, plan: SearchPlan, settings: IndexSettings, rows: int, name: str | None = None):
+    """CREATE INDEX for ``table`` (named ``name``, index_name(table) by default), and its options."""
     from psycopg import sql
 
     opclass = plan.column.operator_class(plan.index_type, "hamming" if plan.binary_quantize else plan.metric)
@@ -104,7 +116,7 @@ def create_index_sql(table: str, plan: SearchPlan, settings: IndexSettings, rows
         options = {"lists": lists}
     with_clause = ", ".join(f"{key} = {int(value)}" for key, value in options.items())
     return sql.SQL("CREATE INDEX {name} ON {table} USING {method} ({expression} {opclass}) WITH ({options})").format(
-        name=sql.Identifier(index_name(table)),
+        name=sql.Identifier(name or index_name(table)),
         table=sql.Identifier(table),
         method=sql.SQL(settings.method),
         expression=sql.SQL(plan.expression),
@@ -124,6 +136,22 @@ def live_index(cursor, table: str) -> dict | None:
     if row is None:
         return None
     return {"definition": row[0], "valid": row[1], "bytes": row[2], "statement": row[3]}
+
+
+# lists: auto follows the row count, which every diff load moves a little; an IVFFlat index
+# is kept while its lists stay within this factor of what auto asks for now.
+AUTO_LISTS_KEPT_WITHIN = 1.25
+
+
+def with_live_auto_lists(settings: IndexSettings, current: dict | None, rows: int) -> IndexSettings:
+    """``settings`` with the live index's lists when auto would give about as many."""
+    found = re.search(r"lists='(\d+)'", current["definition"]) if current else None
+    if settings.method != "ivfflat" or settings.lists != "auto" or not found:
+        return settings
+    live, wanted = int(found.group(1)), auto_lists(rows)
+    if max(live, wanted) <= AUTO_LISTS_KEPT_WITHIN * min(live, wanted):
+        return dataclasses.replace(settings, lists=live)
+    return settings
 
 
 def search_settings(settings: IndexSettings, options: dict) -> dict:
@@ -151,16 +179,18 @@ def build_index(connection, table: str, settings: IndexSettings, build: dict) ->
             cursor.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(table))))
         return {**facts, "index": None, "definition": None, "build_seconds": None}
 
-    statement, options = create_index_sql(table, plan, settings, rows)
     with connection.cursor() as cursor:
-        wanted = statement.as_string(cursor)
         current = live_index(cursor, table)
+        settings = with_live_auto_lists(settings, current, rows)
+        statement, options = create_index_sql(table, plan, settings, rows)
+        wanted = statement.as_string(cursor)
     connection.commit()
     if current and current["valid"] and current["statement"] == wanted:
         log.info("index %s already has this definition; kept", index_name(table))
         build_seconds, rebuilt = None, False
     else:
-        build_seconds, rebuilt = run_index_build(connection, table, statement, build), True
+        building, _ = create_index_sql(table, plan, settings, rows, name=staging_index_name(table))
+        build_seconds, rebuilt = run_index_build(connection, table, statement, building, build), True
     with connection.cursor() as cursor:
         index = live_index(cursor, table)
     connection.commit()
@@ -179,24 +209,37 @@ def build_index(connection, table: str, settings: IndexSettings, build: dict) ->
     }
 
 
-def run_index_build(connection, table: str, statement, build: dict) -> float:
+def run_index_build(connection, table: str, statement, building, build: dict, lock_timeout: str = "60s") -> float:
+    """Build the index beside the live one (``building``: ``statement`` under the staging
+    index's name), then swap them in one transaction (see the module doc)."""
     from psycopg import sql
 
     started = time.perf_counter()
     with connection.transaction(), connection.cursor() as cursor:
-        for name in ("maintenance_work_mem", "max_parallel_maintenance_workers"):
-            cursor.execute("SELECT set_config(%s, %s, true)", (name, str(build[name])))
+        set_build_settings(cursor, build)
+        cursor.execute(building)  # a SHARE lock: readers go on using the live index meanwhile
+        cursor.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout)))
         cursor.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(table))))
-        cursor.execute(statement)
-        cursor.execute(
-            sql.SQL("COMMENT ON INDEX {} IS {}").format(
-                sql.Identifier(index_name(table)), sql.Literal(statement.as_string(cursor))
-            )
-        )
+        put_index_in_place(cursor, table, statement.as_string(cursor))
     seconds = time.perf_counter() - started
     log.info("built %s in %.1f s (maintenance_work_mem %s, %s parallel workers)",
              index_name(table), seconds, build["maintenance_work_mem"], build["max_parallel_maintenance_workers"])
     return round(seconds, 3)
+
+
+def set_build_settings(cursor, build: dict) -> None:
+    for name in ("maintenance_work_mem", "max_parallel_maintenance_workers"):
+        cursor.execute("SELECT set_config(%s, %s, true)", (name, str(build[name])))
+
+
+def put_index_in_place(cursor, table: str, statement: str) -> None:
+    """Rename ``table``'s staging index to its index's name, and keep the statement that
+    defines it (for ``table`` under that name) as its comment: what build_index compares."""
+    from psycopg import sql
+
+    cursor.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+        sql.Identifier(staging_index_name(table)), sql.Identifier(index_name(table))))
+    cursor.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(sql.Identifier(index_name(table)), sql.Literal(statement)))
 
 
 def sample_vectors(connection, table: str, column: VectorColumn, size: int, seed: int) -> list[np.ndarray]:

@@ -17,9 +17,12 @@ MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1; longer names are cut 
 STAGING_SUFFIX = "__staging"
 PKEY_SUFFIX = "_pkey"
 INDEX_SUFFIX = "_embedding_idx"
+# An index while it is built (on load's staging table, or beside the live index when the
+# index rule rebuilds it), renamed to <table>_embedding_idx as it takes the old one's place.
+STAGING_INDEX_SUFFIX = "__staging_idx"
 # Every name made from a table's name (load's staging table and keys, the index) fits
 # in 63 bytes, so PostgreSQL never cuts one: two tables never share a cut name.
-DERIVED_SUFFIXES = (STAGING_SUFFIX, STAGING_SUFFIX + PKEY_SUFFIX, PKEY_SUFFIX, INDEX_SUFFIX)
+DERIVED_SUFFIXES = (STAGING_SUFFIX, STAGING_SUFFIX + PKEY_SUFFIX, PKEY_SUFFIX, INDEX_SUFFIX, STAGING_INDEX_SUFFIX)
 LONGEST_SUFFIX = max(DERIVED_SUFFIXES, key=len)
 MAX_TABLE_BYTES = MAX_IDENTIFIER_BYTES - len(LONGEST_SUFFIX)  # 49: a 40-byte model key, _, bfloat16
 REGISTRY_TABLE = "embedflow_tables"  # one row per loaded table: what was loaded, from which Parquet

@@ -275,6 +275,11 @@ def check_this_run():
 
 # --- database -------------------------------------------------------------------
 
+# The embedded server's data folder is served by one node at a time: on a cluster its
+# rules (load, index, evaluate, sweep) run where snakemake runs (localrule). With a DSN
+# every node reaches the server, so they go to the cluster like any other job.
+DATABASE_RULES_RUN_LOCALLY = config["database"]["dsn_env"] is None
+
 
 def table_for(wildcards):
     # int8 has no pgvector type: fail while planning, before any job runs.

@@ -31,7 +31,12 @@ rule eval_summary:
             caption="../report/quality_vs_dim.rst",
             category="Evaluation",
         ),
+        # One provenance record per file it writes.
         provenance=provenance_of(f"{SUMMARY}.md"),
+        provenance_csv=provenance_of(f"{SUMMARY}.csv"),
+        provenance_bytes=provenance_of(PLOT.format(name="quality_vs_bytes")),
+        provenance_latency=provenance_of(PLOT.format(name="quality_vs_latency")),
+        provenance_dim=provenance_of(PLOT.format(name="quality_vs_dim")),
     log:
         "results/logs/eval_summary.log",
     conda:

@@ -14,6 +14,7 @@ rule evaluate:
         provenance=provenance_of(EVALUATION),
     log:
         "results/logs/evaluate/{model}_{precision}.log",
+    localrule: DATABASE_RULES_RUN_LOCALLY
     conda:
         "../envs/evaluate.yaml"
     params:

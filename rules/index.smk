@@ -7,6 +7,7 @@ rule index:
         provenance=provenance_of(INDEXED),
     log:
         "results/logs/index/{model}_{precision}.log",
+    localrule: DATABASE_RULES_RUN_LOCALLY
     conda:
         "../envs/database.yaml"
     params:

@@ -10,6 +10,7 @@ rule sweep:
         provenance=provenance_of(SWEEP),
     log:
         "results/logs/sweep/{model}_{precision}.log",
+    localrule: DATABASE_RULES_RUN_LOCALLY
     conda:
         "../envs/evaluate.yaml"
     params:

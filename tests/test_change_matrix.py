@@ -114,6 +114,8 @@ PRECISIONS_ROWS = {
     "database.pgdata": ("results/pgdata2", TABLES),
     "database.dsn_env": ("EMBEDFLOW_MATRIX_DSN", TABLES),
     "database.table": ("t_{model}_{precision}", TABLES),
+    # how a table is loaded (diff or full reload), never what it holds
+    "database.full_reload_above": (0.9, NOTHING),
     # index definition and search settings: the index job (which keeps an index whose definition
     # did not change and measures again), and the evaluations through it
     "index.method": ("ivfflat", INDEXES),

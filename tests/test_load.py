@@ -38,13 +38,13 @@ def test_load_counts_dims_metadata_and_nearest_neighbour(db, db_corpus):
 
 def test_reload_is_idempotent_and_replaces_another_dim(db, db_corpus, tmp_path, caplog):
     folder, chunks, _ = db_corpus
-    load_table(db, "t_swap", folder / "embeddings_synthetic_float32.parquet", chunks)
+    first = load_table(db, "t_swap", folder / "embeddings_synthetic_float32.parquet", chunks)
     again = load_table(db, "t_swap", folder / "embeddings_synthetic_float32.parquet", chunks)
-    assert again["rows"] == 600 and again["replaced"] == "vector(32)"
+    assert again["rows"] == 600 and (again["strategy"], again["unchanged"], again["oid"]) == ("diff", 600, first["oid"])
     small_chunks, _ = synthetic_corpus(tmp_path, 50, 16)
     with caplog.at_level("WARNING"):
         facts = load_table(db, "t_swap", tmp_path / "embeddings_synthetic_float32.parquet", small_chunks)
-    assert facts["column_type"] == "vector(16)" and facts["rows"] == 50
+    assert facts["column_type"] == "vector(16)" and facts["rows"] == 50 and facts["replaced"] == "vector(32)"
     assert "was vector(32), now vector(16)" in caplog.text
     assert db.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 't_swap%%staging%%'").fetchone()[0] == 0
 

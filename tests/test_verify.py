@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import copy_of, job_counts, make_workflow
-from embedflow.config import load_config, measure_slice, model_output_slice, selection_slice, verify_slice
+from embedflow.config import measure_slice, model_output_slice, selection_slice, verify_slice
+from embedflow.config_file import load_config
 from embedflow.embeddings_file import EmbeddingsWriter, read_all, read_metadata
 from embedflow.hashing import sha256_file
 from embedflow.verify import TopK, VerifySettings, aligned, verify_embeddings

@@ -50,7 +50,7 @@ def test_pca_is_applied_alike_to_queries_and_corpus(example, monkeypatch):
     """A query equal to a chunk's text retrieves that chunk first, through the PCA."""
     from embedflow.encoder import load_encoder
 
-    from embedflow.config import load_config
+    from embedflow.config_file import load_config
 
     monkeypatch.chdir(example.root)  # the variant's PCA file is a workflow-relative path
     spec = resolve(load_config("config/config.yaml")["models"], "minilm_pca128")

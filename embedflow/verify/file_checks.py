@@ -72,11 +72,20 @@ def metadata_check(settings: VerifySettings, meta: EmbeddingsMetadata, embed_rec
                    "sha256 agree with the config and the embed provenance", unit="mismatches")
 
 
+KEY_COLUMNS = ("id", "text_sha256")
+
+
+def key_columns_usable(schema: pa.Schema) -> bool:
+    """Whether the id and text_sha256 columns exist as strings, so rows can be fingerprinted."""
+    return all(schema.get_field_index(name) >= 0 and schema.field(name).type == pa.string()
+               for name in KEY_COLUMNS)
+
+
 def layout_check(settings: VerifySettings, meta: EmbeddingsMetadata, schema: pa.Schema) -> tuple[Check, bool]:
     precision = get_precision(settings.precision)
     problems = []
     decodable = True
-    for name in ("id", "text_sha256"):
+    for name in KEY_COLUMNS:
         if schema.get_field_index(name) < 0 or schema.field(name).type != pa.string():
             problems.append(f"column {name!r} is missing or not a string")
             decodable = False

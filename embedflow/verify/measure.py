@@ -26,19 +26,23 @@ from embedflow.probes_file import Probes, read_probes
 from embedflow.provenance import Timer, write_provenance
 from embedflow.snakemake_rule import params_json, run_rule
 from embedflow.verify.decode_checks import decode_checks
-from embedflow.verify.file_checks import dim_check, layout_check, metadata_check, provenance_check, read_record
+from embedflow.verify.file_checks import (
+    dim_check, key_columns_usable, layout_check, metadata_check, provenance_check, read_record,
+)
 from embedflow.rejected import rejected_positions
 from embedflow.verify.fingerprints import ChunkSelection, select_chunks
 from embedflow.verify.id_checks import chunks_sha256_check, id_checks, text_hash_check
 from embedflow.verify.markdown import format_value
 from embedflow.verify.model_checks import model_checks
 from embedflow.verify.neighbour_checks import neighbour_checks, spot_check
-from embedflow.verify.passes import Figures, Sample, Stream, fingerprints_only, pass_one, pass_two
+from embedflow.verify.passes import Figures, Sample, Stream, fingerprints_only, pass_one, pass_two, rows_only
 from embedflow.verify.report import Report, VerifySettings, equals, judge
 from embedflow.verify.vector_checks import vector_checks
 
 log = logging.getLogger(__name__)
 
+# Checks that read the id / text_sha256 columns.
+KEYED_CHECKS = ("row_count", "ids_unique", "ids_match", "ids_order", "text_hashes")
 STREAMED_CHECKS = ("finite", "zero_vectors", "norms", "drift", "neighbours", "spot_check")
 
 
@@ -102,8 +106,15 @@ def measure_embeddings(
     report.checks.append(dim_check(settings, meta, probe))
     sample = Sample.draw(stream.rows, meta.dim, settings.checks, derived)
     found = Figures(doc_ids={i for i, kind in zip(probe.ids, probe.kinds) if kind == "document" and i is not None})
-    readable = _read_through(report, stream, sample, found, decodable, footer, file_bytes)
-    _id_and_text_checks(report, inputs, meta, found)
+    keyed = key_columns_usable(schema)
+    readable = _read_through(report, stream, sample, found, decodable, keyed, footer, file_bytes)
+    if keyed:
+        _id_and_text_checks(report, inputs, meta, found)
+    else:
+        report.checks.append(chunks_sha256_check(inputs.selection.corpus, inputs.embed_record, meta))
+        for name in KEYED_CHECKS:
+            report.not_run.append({"name": name, "reason": "the file has no usable id / text_sha256 "
+                                   "column (see layout)"})
 
     if not decodable or not readable:
         for name in STREAMED_CHECKS:
@@ -129,15 +140,17 @@ def measure_embeddings(
 
 
 def _read_through(report: Report, stream: Stream, sample: Sample, found: Figures, decodable: bool,
-                  footer: pq.FileMetaData, file_bytes: int) -> bool:
+                  keyed: bool, footer: pq.FileMetaData, file_bytes: int) -> bool:
     """Pass one (fingerprints only when the vectors cannot be decoded); the ``parquet_readable``
     check, first in the report; whether every row was read."""
     rows, read_error = stream.rows, None
     try:
         if decodable:
             pass_one(stream, sample, found)
-        else:
+        elif keyed:
             fingerprints_only(stream, found)
+        else:
+            rows_only(stream, found)
     except (OSError, pa.ArrowException) as error:
         read_error = f"row {found.rows}: {error}"
     readable = read_error is None and found.rows == rows

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from embedflow.embeddings_file import COLUMNS, EmbeddingsBatch, EmbeddingsMetadata, iter_batches
 from embedflow.precision import get_precision, to_float32, unpack_binary
@@ -182,6 +183,13 @@ def fingerprints_only(stream: Stream, found: Figures) -> None:
         found.id_fp.append(id_fingerprints(batch.ids))
         found.text_fp.append(hash_fingerprints(batch.hashes))
         found.rows += len(batch.ids)
+
+
+def rows_only(stream: Stream, found: Figures) -> None:
+    """Pass one for a file without usable id / text_sha256 columns: only rows are counted."""
+    with pq.ParquetFile(stream.path, pre_buffer=False) as parquet:
+        for record_batch in parquet.iter_batches(batch_size=stream.settings.batch_rows, columns=[]):
+            found.rows += record_batch.num_rows
 
 
 def pass_one(stream: Stream, sample: Sample, found: Figures) -> None:

@@ -6,7 +6,7 @@ import ast
 import re
 
 from conftest import REPO
-from embedflow.config import load_config
+from embedflow.config_file import load_config
 
 
 def test_no_rule_runs_a_shell_command():

@@ -1,0 +1,318 @@
+"""What a load will do to a table: rows to insert, update, delete and keep; diff or full.
+
+One place decides, for ``embedflow plan`` before a run and for ``load`` itself:
+the rows' hashes (``id``, ``record_sha256`` of the chunk's record and, once the
+Parquet exists, ``vector_sha256`` of its vector) go by COPY into a temporary
+table and are compared with the table's own hash columns in one join on the
+server. That moves 64 bytes a row rather than the vectors, and the client holds
+no list of 10 M ids.
+
+A diff load is done unless the table does not exist, was not loaded by this
+workflow, changes column type or dim, or more than ``full_reload_above`` of the
+rows (of the ids in either the table or the corpus) change; then a full load
+builds a new table with its index and swaps it in. Without torch: a plan reads
+the chunks file and the database only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from embedflow.hashing import sha256_record
+from embedflow.schema import default
+
+HASHES_TABLE = "embedflow_row_hashes"  # temporary: dropped at the end of the transaction
+COUNTS = ("insert", "update", "delete", "keep")
+
+
+def record_hashes(chunks: Iterable) -> Iterator[tuple[str, bytes, None]]:
+    """(id, record_sha256, no vector hash) of each chunk (``embedflow.chunks.Chunk``): what a
+    plan knows before the embeddings exist."""
+    for chunk in chunks:
+        yield chunk.id, sha256_record(chunk.record), None
+
+
+def stage_hashes(cursor, rows: Iterable[tuple[str, bytes, bytes | None]]) -> int:
+    """COPY the rows' (id, record_sha256, vector_sha256) into the temporary HASHES_TABLE."""
+    from psycopg import sql
+
+    name = sql.Identifier(HASHES_TABLE)
+    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
+    cursor.execute(sql.SQL("CREATE TEMPORARY TABLE {} (id text NOT NULL, record_sha256 bytea NOT NULL, "
+                           "vector_sha256 bytea) ON COMMIT DROP").format(name))
+    copied = 0
+    with cursor.copy(sql.SQL("COPY {} (id, record_sha256, vector_sha256) FROM STDIN (FORMAT BINARY)").format(name)) as copy:
+        copy.set_types(["text", "bytea", "bytea"])
+        for row in rows:
+            copy.write_row(row)
+            copied += 1
+    cursor.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (id)").format(name))
+    cursor.execute(sql.SQL("ANALYZE {}").format(name))
+    return copied
+
+
+def changed_condition(vectors: str):
+    """When a row present on both sides changes: ``vectors`` is "compare" (the Parquet's
+    hashes are staged), "same" (a plan: unchanged text keeps its vector) or "all" (a plan
+    for a model whose identity changed: every vector changes)."""
+    from psycopg import sql
+
+    if vectors == "all":
+        return sql.SQL("true")
+    condition = "t.record_sha256 <> h.record_sha256"
+    if vectors == "compare":
+        condition += " OR t.vector_sha256 <> h.vector_sha256"
+    return sql.SQL(condition)
+
+
+def diff_counts(cursor, table: str, vectors: str = "compare") -> dict[str, int]:
+    """Rows to insert, update, delete and keep: the staged hashes against ``table``'s."""
+    from psycopg import sql
+
+    changed = changed_condition(vectors)
+    row = cursor.execute(sql.SQL(
+        """SELECT count(*) FILTER (WHERE t.id IS NULL),
+                  count(*) FILTER (WHERE t.id IS NOT NULL AND h.id IS NOT NULL AND ({changed})),
+                  count(*) FILTER (WHERE h.id IS NULL),
+                  count(*) FILTER (WHERE t.id IS NOT NULL AND h.id IS NOT NULL AND NOT ({changed}))
+           FROM {hashes} h FULL JOIN {table} t ON t.id = h.id"""
+    ).format(changed=changed, hashes=sql.Identifier(HASHES_TABLE), table=sql.Identifier(table))).fetchone()
+    return dict(zip(COUNTS, row))
+
+
+def choose_strategy(counts: dict[str, int], reason: str | None, full_reload_above: float) -> tuple[str, str | None]:
+    """("diff" | "full", why a full load). ``reason``: why a diff cannot be done at all."""
+    if reason:
+        return "full", reason
+    changed = counts["insert"] + counts["update"] + counts["delete"]
+    union = changed + counts["keep"]
+    share = changed / union if union else 0.0
+    if share > full_reload_above:
+        return "full", (f"{changed:,} of {union:,} rows change ({share:.0%}), more than "
+                        f"database.full_reload_above ({full_reload_above:.0%}): rebuilding is cheaper")
+    return "diff", None
+
+
+def first_load_counts(rows: int) -> dict[str, int]:
+    return {"insert": rows, "update": 0, "delete": 0, "keep": 0}
+
+
+def plan_table(
+    rows: Iterable[tuple[str, bytes, bytes | None]] | None = None,
+    database=None,
+    table: str | None = None,
+    *,
+    column_type: str | None = None,
+    vectors_change: bool = False,
+    full_reload_above: float | None = None,
+    index_method: str | None = None,
+    config: dict | None = None,
+    model: str | None = None,
+    precision: str | None = None,
+    model_plan: dict | None = None,
+) -> dict:
+    """What loading ``rows`` into ``table`` will do, without changing anything.
+
+    ``rows``: (id, record_sha256, vector_sha256 or None) of every row the table will hold,
+    e.g. ``record_hashes(chunks)`` before the run or ``parquet_row_hashes(...)`` after embed.
+    ``database``: a ``DatabaseSettings`` (connected to, and left) or an open connection.
+    ``column_type``: the column the load will make (``vector(384)``), when known.
+    ``vectors_change``: the model's identity differs from the one that made the table's
+    vectors, so every row's vector changes (when hashes of vectors are not given).
+
+    ``embedflow plan`` calls it as ``plan_table(config=, model=, precision=, model_plan=)``:
+    the first such call plans every servable table of that config (the corpus read and
+    staged once, ``plan_servable_tables``) and the others are answered from it.
+    """
+    from embedflow.database import DatabaseSettings, connect
+
+    if config is not None:
+        return _config_plan(config, model, model_plan)[(model, precision)]
+    if isinstance(database, DatabaseSettings):
+        with connect(database) as connection:
+            return plan_table(rows, connection, table, column_type=column_type, vectors_change=vectors_change,
+                              full_reload_above=full_reload_above, index_method=index_method)
+    options = {"full_reload_above": full_reload_above, "index_method": index_method}
+    return plan_tables(rows, database, [(table, column_type, None, vectors_change)], **options)[0]
+
+
+def plan_tables(rows, connection, tables: list[tuple], *,
+                full_reload_above: float | None = None, index_method: str | None = None) -> list[dict]:
+    """plan_table for several tables that will hold the same ``rows`` (one model's tables at
+    each precision, or every model's): the rows are read and staged once. ``tables``:
+    (table, column_type, encoder identity key or None, vectors_change) each; with an identity
+    key, the vectors change when the registry records another one for the table."""
+    full_reload_above = default("database.full_reload_above") if full_reload_above is None else full_reload_above
+    index_method = default("index.method") if index_method is None else index_method
+    # a plan changes nothing, its temporary table included: rolled back whatever happens
+    with connection.transaction(force_rollback=True), connection.cursor() as cursor:
+        staged = stage_hashes(cursor, rows)
+        vectors_staged = _vectors_staged(cursor)
+        return [_plan_one(cursor, table, staged, column_type, identity, vectors_change, vectors_staged,
+                          full_reload_above, index_method) for table, column_type, identity, vectors_change in tables]
+
+
+def _plan_one(cursor, table: str, staged: int, column_type, identity: str | None, vectors_change: bool,
+              vectors_staged: bool, full_reload_above: float, index_method: str) -> dict:
+    from embedflow.serving import registered_identity, served_by_workflow
+
+    state, reason = served_by_workflow(cursor, table, column_type)
+    loaded_by = registered_identity(cursor, table) if state is not None else None
+    vectors_change = vectors_change or bool(identity and loaded_by and identity != loaded_by)
+    if reason is not None:  # a new table: every row inserted
+        counts = first_load_counts(staged)
+    else:
+        counts = diff_counts(cursor, table, "all" if vectors_change else "compare" if vectors_staged else "same")
+    strategy, reason = choose_strategy(counts, reason, full_reload_above)
+    encoder = ("another encoder than the table's" if vectors_change else "the table's encoder"
+               if identity and identity == loaded_by else "unknown (assumed the table's)")
+    return {"table": table, "strategy": strategy, "reason": reason, **counts,
+            "index": index_fate(strategy, index_method, state is not None), "encoder": encoder}
+
+
+def _vectors_staged(cursor) -> bool:
+    from psycopg import sql
+
+    query = sql.SQL("SELECT bool_and(vector_sha256 IS NOT NULL) FROM {}").format(sql.Identifier(HASHES_TABLE))
+    return bool(cursor.execute(query).fetchone()[0])
+
+
+def index_fate(strategy: str, index_method: str, table_exists: bool) -> str:
+    """What happens to the index: kept (a diff load), built with a new table (and swapped in
+    with it), or none. The index rule may still rebuild it when its settings changed."""
+    if index_method == "none":
+        return "none"
+    if strategy == "diff":
+        return "kept"
+    return "rebuilt with the new table" if table_exists else "built with the table"
+
+
+def parquet_row_hashes(chunks_path: str | Path, parquet_path: str | Path, skip=()) -> Iterator[tuple[str, bytes, bytes]]:
+    """(id, record_sha256, vector_sha256) of every row a load of ``parquet_path`` makes: the
+    exact plan once the embeddings exist (the load computes the same)."""
+    from embedflow.load import row_hashes
+
+    return row_hashes(chunks_path, parquet_path, skip)
+
+
+# --- every servable table of a workflow config (for `embedflow plan`) -------------------
+
+
+def corpus_rows(config: dict, skip=()) -> Iterator[tuple[str, bytes, None]]:
+    """record_hashes of the chunks embed will embed: the chunks file less ``skip`` (rule
+    preflight's rejected positions), and in test mode its sample, in input order."""
+    from embedflow.chunks import iter_chunks, select_positions, validate_chunks
+
+    test_mode = config["test_mode"]
+    corpus = validate_chunks(config["chunks"], config["text_field"], skip=skip)
+    positions = select_positions(corpus.count, test_mode["max_chunks"], test_mode["sample"], test_mode["seed"], skip)
+    return record_hashes(iter_chunks(config["chunks"], config["text_field"], positions, skip))
+
+
+def plan_servable_tables(config: dict, identities: dict[str, str | None] | None = None) -> list[dict]:
+    """plan_table for every model × precision pgvector can hold (``config`` as
+    ``embedflow.config_file.load_config`` reads it), each with ``model`` and ``precision``.
+    ``identities``: per model key, its encoder identity key (absent: computed by
+    ``embedflow.identity`` where it can be, without torch); every row's vector changes when
+    the registry records another identity for the table. Without a database yet (no
+    pgdata), every table is a first load."""
+    from embedflow.database import DatabaseSettings, connect
+    from embedflow.paths import rejected_path
+    from embedflow.rejected import rejected_positions
+    from embedflow.tables import COLUMN_TYPES, table_name
+    from embedflow.variants import resolve
+
+    database = config["database"]
+    settings = DatabaseSettings(pgdata=database["pgdata"], dsn_env=database["dsn_env"])
+    rejected = rejected_path(config["chunks"])
+    skip = rejected_positions(rejected) if Path(rejected).exists() else frozenset()
+    wanted, names = [], []
+    for key in config["models"]:
+        spec = resolve(config["models"], key)
+        dim = spec["variant"]["dim"] if spec["variant"] else spec["truncate_dim"]
+        identity = (identities or {}).get(key) or encoder_identity_key(spec)
+        for precision in (p for p in config["precisions"] if p in COLUMN_TYPES):
+            column = f"{COLUMN_TYPES[precision]}({dim})" if dim else None
+            wanted.append((table_name(database["table"], key, precision), column, identity, False))
+            names.append({"model": key, "precision": precision})
+    options = {"full_reload_above": database["full_reload_above"], "index_method": config["index"]["method"]}
+    if not settings.dsn_env and not Path(settings.pgdata).exists():
+        rows = sum(1 for _ in corpus_rows(config, skip))
+        plans = [{"table": table, "strategy": "full", "reason": "first load: no database yet",
+                  **first_load_counts(rows), "index": index_fate("full", options["index_method"], False)}
+                 for table, *_ in wanted]
+    else:
+        with connect(settings) as connection:
+            plans = plan_tables(corpus_rows(config, skip), connection, wanted, **options)
+    return [{**name, **plan} for name, plan in zip(names, plans)]
+
+
+def encoder_identity_key(spec: dict) -> str | None:
+    """The key the vector cache files this encoder's vectors under (``embedflow.identity``,
+    without torch); None for a variant (its vectors are its base's, reduced) or where the
+    identity is not known before a run (a hub model not downloaded yet)."""
+    if spec.get("variant"):
+        return None
+    try:
+        from embedflow.config import model_output_slice
+        from embedflow.identity import encoder_identity, identity_key, is_resolved
+    except ImportError:  # a branch without the vector cache
+        return None
+    identity = encoder_identity(model_output_slice(spec))
+    return identity_key(identity) if is_resolved(identity) else None
+
+
+_CONFIG_PLANS: dict[int, tuple[dict, dict]] = {}  # id(config) -> (config, {(model, precision): plan})
+
+
+def _config_plan(config: dict, model: str | None, model_plan: dict | None) -> dict:
+    held = _CONFIG_PLANS.get(id(config))
+    if held is None or held[0] is not config:
+        identities = {model: model_plan.get("identity_key")} if model and model_plan else None
+        plans = {(plan["model"], plan["precision"]): plan for plan in plan_servable_tables(config, identities)}
+        _CONFIG_PLANS.clear()
+        _CONFIG_PLANS[id(config)] = held = (config, plans)
+    return held[1]
+
+
+def vectors_identity(parquet_path: str | Path) -> str | None:
+    """The encoder identity key of an embeddings file's vectors, from provenance: embed's
+    (the vector cache's key), through convert's to the float32 file it read; None when
+    provenance does not say (no cache, a variant's projection, no provenance)."""
+    import json
+
+    from embedflow.provenance import provenance_path
+
+    try:
+        record = json.loads(provenance_path(parquet_path).read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("rule") == "convert" and record.get("inputs"):
+        return vectors_identity(record["inputs"][0]["path"])
+    if record.get("rule") == "embed":
+        return (record.get("cache") or {}).get("identity_key")
+    return None
+
+
+def plan_beside_outcome(table: str, corpus_sha256: str, facts: dict, path: str | Path | None = None) -> dict | None:
+    """What the saved plan (``embedflow plan``, results/plan.json) predicted for ``table`` on
+    this corpus, beside what the load did; None without such a plan."""
+    import json
+
+    from embedflow import paths
+
+    path = Path(path or getattr(paths, "PLAN", "results/plan.json"))
+    try:
+        plan = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    predicted = (plan.get("tables") or {}).get(table)
+    if plan.get("corpus", {}).get("sha256") != corpus_sha256 or not predicted:
+        return None
+    keys = ("strategy", *COUNTS)
+    outcome = {"strategy": facts["strategy"], "insert": facts["inserted"], "update": facts["updated"],
+               "delete": facts["deleted"], "keep": facts["unchanged"]}
+    predicted = {key: predicted.get(key) for key in keys}
+    return {"planned_at": plan.get("planned_at"), "predicted": predicted, "outcome": outcome,
+            "agree": predicted == outcome}
