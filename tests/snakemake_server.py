@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,8 +80,10 @@ class Server:
     def __init__(self):
         self.folder = Path(tempfile.mkdtemp(prefix="snakemake-server-"))
         self.pythonpath = os.environ.get("PYTHONPATH")
+        # Its own process group: closing it also ends a run still going (an interrupted test),
+        # as subprocess.run kills its child.
         self.process = subprocess.Popen([sys.executable, "-c", SERVER], cwd=self.folder, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
+                                        stdout=subprocess.PIPE, text=True, start_new_session=True)
         if self.process.stdout.readline() != "ready\n":
             self.close()
             raise RuntimeError("the Snakemake server did not start")
@@ -96,12 +99,19 @@ class Server:
         code = int(reply)
         return subprocess.CompletedProcess(["snakemake", *args], code, out.read_text(), err.read_text())
 
-    def close(self) -> None:
+    def close(self, busy: bool = False) -> None:
+        """End the server; ``busy``: a run is still going (the test was interrupted), end it too."""
         try:
             self.process.stdin.close()
-            self.process.wait(timeout=30)
+            if not busy:
+                self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
         finally:
-            self.process.kill()
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.process.wait()
             for name in ("stdout", "stderr"):
                 (self.folder / name).unlink(missing_ok=True)
@@ -139,7 +149,7 @@ def plain(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 def close_all() -> None:
     with _lock:
-        servers = list(_started)
+        servers, idle = list(_started), set(map(id, _idle))
         _started.clear(), _idle.clear()
     for server in servers:
-        server.close()
+        server.close(busy=id(server) not in idle)
