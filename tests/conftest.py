@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import snakemake_server
+
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ("Snakefile", "config", "rules", "scripts", "envs", "embedflow", "profiles", "report")
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -58,14 +60,14 @@ class Workflow:
         self.set_config(config)
         return config
 
-    def snakemake(self, *args: str, check: bool = True, env: dict | None = None):
-        done = subprocess.run(
-            [*SNAKEMAKE, "--cores", "1", "--resources", "gpu=1", *args],
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-        )
+    def snakemake(self, *args: str, check: bool = True, env: dict | None = None, forked: bool = True):
+        """Snakemake's command line in this copy; ``forked``: through tests/snakemake_server.py,
+        which saves the 2 s of imports each start costs (else a plain `python -m snakemake`)."""
+        run = snakemake_server.run if forked else snakemake_server.plain
+        # Two cores (the CI machine's): independent jobs run side by side; model jobs still
+        # one at a time (gpu=1). A test that needs one job at a time says --cores 1.
+        done = run(["--cores", "2", "--resources", "gpu=1", *args], self.root,
+                   {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
         if check and done.returncode != 0:
             raise AssertionError(f"snakemake {args} failed:\n{done.stdout}\n{done.stderr}")
         return done
@@ -121,6 +123,13 @@ def make_workflow(root: Path, chunk_count: int = 12) -> Workflow:
     return copy
 
 
+@pytest.fixture(scope="session", autouse=True)
+def snakemake_servers():
+    """The forking Snakemake servers the session started, stopped at its end."""
+    yield
+    snakemake_server.close_all()
+
+
 @pytest.fixture(scope="session")
 def example(tmp_path_factory):
     """The bundled example as config/config.yaml has it (every chunk and query, the model
@@ -142,13 +151,64 @@ def workflow(tmp_path) -> Workflow:
     return make_workflow(tmp_path / "workflow")
 
 
+# The small run's precisions: every one (int8 stays in Parquet: four tables).
+SMALL_RUN_PRECISIONS = ["float32", "float16", "bfloat16", "int8", "binary"]
+
+
 @pytest.fixture(scope="session")
-def loaded_workflow(tmp_path_factory) -> Workflow:
-    """The small workflow run to the end with two tables (float32, binary), shared by the
-    tests that damage the database and let the next run repair it: each leaves it whole."""
-    workflow = make_workflow(tmp_path_factory.mktemp("loaded") / "workflow")
-    workflow.update_config(precisions=["float32", "binary"])
+def small_run(tmp_path_factory) -> Workflow:
+    """The default pipeline run to the end on 12 example chunks with the bundled model in every
+    precision, no queries: one run shared by the tests that read its outputs, by those that copy
+    it (copy_of) to plant a defect, and by those that damage its database and let the next run
+    repair it (each of those leaves it whole)."""
+    workflow = make_workflow(tmp_path_factory.mktemp("small") / "workflow")
+    workflow.update_config(precisions=SMALL_RUN_PRECISIONS)
     workflow.snakemake("--cores", "2")
+    return workflow
+
+
+@pytest.fixture(scope="session")
+def loaded_workflow(small_run) -> Workflow:
+    """The small run under its former name (its float32 and binary tables among the four)."""
+    return small_run
+
+
+def copy_of(workflow: Workflow, root: Path) -> Workflow:
+    """A copy of a workflow's folder: files, their times, Snakemake's records, and the database
+    files with their owner (`cp -a`: the embedded server runs as its own user under root)."""
+    subprocess.run(["cp", "-a", str(workflow.root), str(root)], check=True)
+    return Workflow(root)
+
+
+@pytest.fixture(scope="session")
+def every_rule_run(tmp_path_factory, tiny_model) -> Workflow:
+    """A run to the end in which every rule runs: a local model (a copy of ``tiny_model`` that a
+    test may damage), its PCA and projection-head variants, a second model, two precisions and a
+    query set. Run with one thread per model job and four cores, so that up to three ready model
+    jobs are kept apart by the `gpu=1` resource alone; its console is kept (``.console``)."""
+    workflow = make_workflow(tmp_path_factory.mktemp("every-rule") / "workflow")
+    shutil.copytree(tiny_model, workflow.path("data/model"))
+    chunks = example_chunks(12)
+    workflow.path("data/pairs.jsonl").write_text("".join(
+        json.dumps({"query": f"what does chunk {i} say", "positive": chunk["content"]}) + "\n"
+        for i, chunk in enumerate(chunks[:6])))
+    workflow.path("data/queries.jsonl").write_text("".join(
+        json.dumps({"query_id": f"q{i}", "query": chunks[i]["content"][:60], "relevant": [chunks[i]["id"]]}) + "\n"
+        for i in (2, 5)))
+    config = workflow.update_config(
+        queries="data/queries.jsonl",
+        precisions=["float32", "float16"],
+        models={
+            "base": {"source": "data/model"},
+            "base_pca": {"base": "base", "pca": {"dim": 8}},
+            "base_head": {"base": "base", "projection_head": {"dim": 8, "pairs": "data/pairs.jsonl"}},
+            "other": {"source": str(tiny_model)},
+        },
+    )
+    config["embed"]["threads"] = 1  # runtime only: reruns nothing
+    workflow.set_config(config)
+    done = workflow.snakemake("--cores", "4")
+    workflow.console = done.stdout + done.stderr
     return workflow
 
 

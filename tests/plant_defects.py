@@ -44,7 +44,7 @@ DEFECTS = (
         "    resources:\n        gpu=1,\n",
         "",
         (
-            "tests/test_reproducibility.py::test_model_jobs_never_share_the_gpu",
+            "tests/test_workflow_planning.py::test_model_jobs_never_share_the_gpu",
             "tests/test_workflow_static.py::test_exactly_the_rules_that_run_a_model_claim_a_gpu",
         ),
     ),

@@ -1,7 +1,7 @@
 """embedflow.check: markers against the live database, and the repair by --invalidate + rerun.
 
-The drift tests damage one table of a workflow run to the end (``loaded_workflow``,
-tables minilm_float32 and minilm_binary) the way a person at psql might, and each
+The drift tests damage one table of a workflow run to the end (``small_run``,
+tables minilm_float32, _float16, _bfloat16 and _binary) the way a person at psql might, and each
 leaves it whole again: the next Snakemake run is the repair under test.
 """
 
@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import INDEX_BUILD, job_counts
+from conftest import INDEX_BUILD, SMALL_RUN_PRECISIONS, job_counts
 from embedflow.atomic import write_json
 from embedflow.check import check_all, invalidate
 from embedflow.database import DatabaseSettings, connect, describe_target
@@ -115,9 +115,9 @@ def read_report(stdout: str) -> tuple[dict, list, list]:
 
 
 @pytest.mark.parametrize("kind", DRIFTS)
-def test_each_kind_of_drift_is_reported_and_the_rerun_repairs_exactly_it(loaded_workflow, kind):
+def test_each_kind_of_drift_is_reported_and_the_rerun_repairs_exactly_it(small_run, kind):
     damage, marker_kind, problem, repair_jobs = DRIFTS[kind]
-    workflow = loaded_workflow
+    workflow = small_run
     folder = workflow.path("results/db")
     configured = workflow.config["database"]
     target = describe_target(DatabaseSettings(pgdata=configured["pgdata"]))  # as the markers record it
@@ -132,7 +132,8 @@ def test_each_kind_of_drift_is_reported_and_the_rerun_repairs_exactly_it(loaded_
         report = workflow.embedflow("check", "--invalidate")
         assert report.returncode == 0, report.stderr
         statuses, problems, removed = read_report(report.stdout)
-        markers = [f"{table}.{name}.json" for table in (TABLE, "minilm_binary") for name in ("loaded", "index")]
+        tables = [f"minilm_{precision}" for precision in SMALL_RUN_PRECISIONS if precision != "int8"]
+        markers = [f"{table}.{name}.json" for table in tables for name in ("loaded", "index")]
         drifted = f"{TABLE}.{marker_kind}.json"
         assert statuses == {name: "DRIFT" if name == drifted else "ok" for name in markers}, report.stdout
         assert len(problems) == 1 and re.fullmatch(f"{TABLE}: {problem}", problems[0]), report.stdout

@@ -1,7 +1,7 @@
 """Every verify check seen failing on a defect planted in the real files of a small run.
 
-One Snakemake run (12 chunks, the bundled model, float32 / float16 / binary) is shared by the
-module. A defect is planted either in a copy of one file, then measured and judged as rule
+The session's small run (12 chunks, the bundled model, every precision: tests/conftest.py) is
+shared by the module. A defect is planted either in a copy of one file, then measured and judged as rule
 ``measure`` and ``verify`` do (``verify_embeddings``), or in a copy of the whole run, then
 Snakemake is run again and decides itself what to rerun. Each test asserts that the check
 meant to catch the defect fails, and that the checks with nothing to do with it still pass.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import Workflow, example_chunks, make_workflow
+from conftest import Workflow, copy_of, example_chunks
 from embedflow.config import measure_slice, model_output_slice, selection_slice, verify_slice
 from embedflow.config_file import load_config
 from embedflow.embeddings_file import EmbeddingsWriter, read_all
@@ -40,20 +39,17 @@ def reports(*precisions: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Workflow:
-    """embed, convert, probe, measure and verify on 12 example chunks; every report passes."""
-    workflow = make_workflow(tmp_path_factory.mktemp("defects") / "workflow", CHUNKS)
-    workflow.update_config(precisions=PRECISIONS)
-    workflow.snakemake("--cores", "2", *reports(*PRECISIONS))
-    return workflow
+def finished(small_run) -> Workflow:
+    """embed, convert, probe, measure and verify (and load) on 12 example chunks; every report passes."""
+    assert set(PRECISIONS) <= set(small_run.config["precisions"])
+    assert len(json.loads(small_run.path("data/chunks.json").read_text())) == CHUNKS
+    return small_run
 
 
 @pytest.fixture
 def copy(finished, tmp_path) -> Workflow:
     """This test's own copy of the finished run: files, their times and Snakemake's records."""
-    root = tmp_path / "workflow"
-    shutil.copytree(finished.root, root, symlinks=True)
-    return Workflow(root)
+    return copy_of(finished, tmp_path / "workflow")
 
 
 def embeddings(workflow, precision) -> Path:
@@ -374,7 +370,7 @@ def loaded(workflow) -> Path:
 
 def test_a_warning_stops_nothing(copy):
     """binary_decode warns on one bit off (0.99978: below 1, above 0.999). The verify job
-    succeeds with a report that says warn, and the load runs on it."""
+    succeeds with a report that says warn, and the load (of the changed file) runs on it."""
     one_bit_off(copy)
     done = copy.snakemake(*reports("binary"), check=False)
     assert done.returncode == 0, done.stderr
@@ -396,6 +392,9 @@ def test_a_warning_stops_nothing(copy):
     "ancient() input (snakemake/snakemake#4166, open): load takes the report as ancient(), so a run "
     "that verifies again does not load a table not loaded yet; the next run does"))
 def test_one_run_verifies_again_and_loads(copy):
+    for marker in ("loaded", "index"):  # a table not loaded yet (the small run loaded it)
+        for suffix in ("json", "json.provenance.json"):
+            copy.path(f"results/db/minilm_binary.{marker}.{suffix}").unlink()
     one_bit_off(copy)
     done = copy.snakemake("--dry-run", "--", str(loaded(copy).relative_to(copy.root)))
     plan = done.stdout + done.stderr

@@ -7,23 +7,21 @@ import json
 import numpy as np
 import pytest
 
-from conftest import example_chunks, make_workflow, planned_jobs
+from conftest import SMALL_RUN_PRECISIONS, example_chunks, planned_jobs
 from embedflow.embeddings_file import read_all
 from embedflow.hashing import sha256_text
 from embedflow.precision import dequantize_int8, unpack_binary
 from embedflow.provenance import read_provenance
 
-PRECISIONS = ["float32", "float16", "bfloat16", "int8", "binary"]
+PRECISIONS = SMALL_RUN_PRECISIONS
 CHUNKS = 12
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One full run of the default pipeline on 12 example chunks, shared by the tests below."""
-    workflow = make_workflow(tmp_path_factory.mktemp("embed") / "workflow", CHUNKS)
-    workflow.update_config(precisions=PRECISIONS)
-    workflow.snakemake()
-    return workflow
+def finished(small_run):
+    """The session's full run of the default pipeline on 12 example chunks (tests/conftest.py)."""
+    assert small_run.config["precisions"] == PRECISIONS
+    return small_run
 
 
 def embeddings(workflow, precision):

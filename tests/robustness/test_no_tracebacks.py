@@ -1,8 +1,8 @@
 """Every rule's failure ends with one clear line on the console; its traceback is in its log only.
 
 One workflow with a local model, its PCA and projection-head variants, a
-second model, two precisions and a query set
-is run to the end once. Each scenario copies it, damages files so that the
+second model, two precisions and a query set is run to the end once
+(``every_rule_run``, tests/conftest.py). Each scenario copies it, damages files so that the
 rules named fail when Snakemake reruns them, and runs it with --keep-going:
 the rules that failed are exactly those, the console shows each failed job's
 error line and never a Python traceback, and where the failure was not one
@@ -12,41 +12,19 @@ job's log.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import subprocess
 
 import pytest
 
-from conftest import REPO, Workflow, example_chunks, make_workflow
-
-PAIRS = [{"query": f"what does chunk {i} say", "positive": chunk["content"]} for i, chunk in
-         enumerate(example_chunks(6))]
+from conftest import REPO, Workflow, copy_of
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_model) -> Workflow:
-    workflow = make_workflow(tmp_path_factory.mktemp("notb") / "workflow")
-    shutil.copytree(tiny_model, workflow.path("data/model"))  # a local model this workflow may damage
-    workflow.path("data/pairs.jsonl").write_text("".join(json.dumps(pair) + "\n" for pair in PAIRS))
-    chunks = example_chunks(12)
-    workflow.path("data/queries.jsonl").write_text("".join(
-        json.dumps({"query_id": f"q{i}", "query": chunks[i]["content"][:60], "relevant": [chunks[i]["id"]]}) + "\n"
-        for i in (2, 5)))
-    workflow.update_config(
-        queries="data/queries.jsonl",
-        precisions=["float32", "float16"],
-        models={
-            "base": {"source": "data/model"},
-            "base_pca": {"base": "base", "pca": {"dim": 8}},
-            "base_head": {"base": "base", "projection_head": {"dim": 8, "pairs": "data/pairs.jsonl"}},
-            "other": {"source": str(tiny_model)},
-        },
-    )
-    workflow.snakemake("--cores", "2")
-    return workflow
+def finished(every_rule_run) -> Workflow:
+    """tests/conftest.py: a local model, its PCA and head variants, a second model, float32 and
+    float16, a query set."""
+    return every_rule_run
 
 
 def garbage(workflow, relative: str) -> None:
@@ -128,8 +106,7 @@ def failed_jobs(console: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_each_rule_fails_with_one_line_and_no_traceback(finished, tmp_path, scenario):
-    copy = Workflow(tmp_path / "w")
-    subprocess.run(["cp", "-a", str(finished.root), str(copy.root)], check=True)  # keeps pgdata's owner
+    copy = copy_of(finished, tmp_path / "w")
     damage, rules = SCENARIOS[scenario]
     damage(copy)
     done = copy.snakemake("--cores", "2", "--keep-going", check=False)

