@@ -31,9 +31,9 @@ def test_every_output_has_true_provenance(example):
     from embedflow.provenance import file_record
 
     outputs = [
-        path for folder in ("embeddings", "verify", "db", "eval", "reduce")
+        path for folder in ("embeddings", "embeddings/shards/minilm", "verify", "db", "eval", "reduce")
         for path in example.path(f"results/{folder}").iterdir()
-        if not path.name.endswith(".provenance.json") and not path.name.startswith(".")
+        if path.is_file() and not path.name.endswith(".provenance.json") and not path.name.startswith(".")
     ]
     assert len(outputs) > 20
     rules = set()
