@@ -79,14 +79,19 @@ def redact(value):
     return value
 
 
-def software_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version(), "embedflow": __version__}
-    for package in PACKAGES:
+def distribution_versions(packages) -> dict[str, str | None]:
+    """Installed version of each distribution (None: not installed)."""
+    versions: dict[str, str | None] = {}
+    for package in packages:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
     return versions
+
+
+def software_versions() -> dict[str, str | None]:
+    return {"python": platform.python_version(), "embedflow": __version__, **distribution_versions(PACKAGES)}
 
 
 def torch_device_info(device: str | None) -> dict:

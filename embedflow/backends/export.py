@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from importlib import metadata
 from pathlib import Path
 
 from embedflow.atomic import write_json
@@ -138,13 +137,9 @@ def quantize_openvino_int8(network, model, names: list[str], path: Path) -> None
 
 
 def package_versions() -> dict[str, str | None]:
-    versions = {}
-    for package in RUNTIME_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
+    from embedflow.provenance import distribution_versions
+
+    return distribution_versions(RUNTIME_PACKAGES)
 
 
 def export_model(key: str, spec: dict, folder: str | Path, source_identity: dict) -> dict:
