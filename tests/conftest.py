@@ -25,6 +25,43 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ("Snakefile", "config", "rules", "scripts", "envs", "embedflow", "profiles", "report")
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
+# The suite runs on every core (pytest-xdist). Its scheduler sends each test module whole
+# to one worker, so a module-scoped fixture is made once; the modules that read one of the
+# expensive session fixtures below go together, to the same worker, so that fixture is made
+# once too. (xdist's own --dist loadgroup cannot do it under pytest 9: it renames
+# item._nodeid, which pytest 9 no longer reads.) small_run is cheap enough to make once per
+# worker and read too widely to pin to one.
+SHARED_ONCE = {
+    "example": ("test_workflow_decision", "test_workflow_evaluate", "test_workflow_variants"),
+    "every_rule_run": ("test_no_tracebacks", "test_workflow_planning"),
+    "embedding_server": ("test_http_backend", "test_http_workflow"),
+    "slurm": ("test_slurm",),
+}
+GROUP_OF_MODULE = {module: group for group, modules in SHARED_ONCE.items() for module in modules}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndSharedFixtures(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return GROUP_OF_MODULE.get(Path(module).stem, module)
+
+    return ModulesAndSharedFixtures(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that reads a SHARED_ONCE fixture from a module outside its group would make that
+    fixture again on another worker: say where it belongs instead."""
+    for item in items:
+        module = Path(str(item.path)).stem
+        for fixture, modules in SHARED_ONCE.items():
+            if fixture in item.fixturenames and module not in modules:
+                raise pytest.UsageError(f"{item.nodeid} reads the session fixture {fixture}: add {module} "
+                                        f"to SHARED_ONCE[{fixture!r}] in tests/conftest.py")
+
 
 def write_chunks(path: Path, chunks: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
