@@ -74,6 +74,10 @@ class EncoderFacts:
     max_seq_length: int | None
     identity: dict
     truncated_texts: int = 0
+    http_usage: dict | None = None  # an API model's: nothing requested, nothing billed
+
+    def usage_record(self) -> dict | None:
+        return self.http_usage
 
 
 @dataclass
@@ -160,7 +164,7 @@ def embed_windows(pair_windows: Iterable[list[tuple[str, str]]], output: str | P
             writer.write(list(ids), vectors, hashes)
             bar.update(len(window))
     timer.stop()
-    encoder = windows.encoder or _cached_facts(windows)
+    encoder = windows.encoder or _cached_facts(windows, settings.model)
     counts = windows.counts
     log.info(
         "wrote %s: %d rows x %d dims in %.1f s; %d rows from the cache, %d texts encoded in %.1f model-seconds",
@@ -205,7 +209,7 @@ def _open_cache(settings: EmbedSettings, identity: dict, windows: WindowEncoder)
 
 
 def _metadata(settings: EmbedSettings, corpus_sha256: str, windows: WindowEncoder) -> EmbeddingsMetadata:
-    encoder = windows.encoder or _cached_facts(windows)
+    encoder = windows.encoder or _cached_facts(windows, settings.model)
     return EmbeddingsMetadata(
         model=settings.model_key,
         model_source=settings.model["source"],
@@ -221,11 +225,18 @@ def _metadata(settings: EmbedSettings, corpus_sha256: str, windows: WindowEncode
     )
 
 
-def _cached_facts(windows: WindowEncoder) -> EncoderFacts:
+def _cached_facts(windows: WindowEncoder, spec: dict) -> EncoderFacts:
+    from embedflow.backends.http_settings import is_http
+
     facts = windows.namespace.facts()
     identity = {**facts["identity"], "model_loaded": False}
+    usage = None
+    if is_http(spec):  # a rerun from the cache: zero requests, zero tokens billed, zero cost
+        from embedflow.backends.http import Usage
+
+        usage = Usage().record(spec)
     return EncoderFacts(facts["dim"], facts["normalize"], facts["compute_precision"], facts["tf32"],
-                        facts["device"], facts["max_seq_length"], identity)
+                        facts["device"], facts["max_seq_length"], identity, http_usage=usage)
 
 
 def record_run(settings: EmbedSettings, result: EmbedResult) -> None:

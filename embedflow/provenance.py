@@ -116,7 +116,8 @@ def torch_device_info(device: str | None) -> dict:
 def encoder_usage(encoder) -> dict:
     """An API encoder's requests, tokens billed and estimated cost, under ``http``; {} for a local one."""
     record = getattr(encoder, "usage_record", None)
-    return {"http": record()} if record is not None else {}
+    usage = record() if record is not None else None
+    return {"http": usage} if usage else {}
 
 
 def git_state(folder: Path = WORKFLOW_DIR) -> dict:

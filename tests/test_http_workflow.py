@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import make_workflow, planned_jobs
+from conftest import Workflow, copy_of, make_workflow, planned_jobs
 from test_change_matrix import HTTP_ROWS, DryRuns, edit_config, set_key
 
 KEY_ENV = "EMBEDFLOW_HTTP_KEY"
@@ -66,6 +66,19 @@ def test_no_key_reaches_any_file(http_workflow, embedding_server):
     for key in (WRONG_KEY, embedding_server.key):
         holding = [str(path) for path in files if key.encode() in path.read_bytes()]
         assert holding == [], f"the key is in {holding}"
+
+
+def test_a_rerun_from_the_cache_sends_nothing_and_records_zero_cost(http_workflow, embedding_server, tmp_path):
+    workflow = copy_of(Workflow(http_workflow[0].root), tmp_path / "workflow")
+    parquet = "results/embeddings/embeddings_served_float32.parquet"
+    sent = len(embedding_server.stats()["log"])
+    workflow.snakemake("--cores", "2", parquet, "--forcerun", "embed", env={KEY_ENV: embedding_server.key})
+    record = json.loads(workflow.path(parquet + ".provenance.json").read_text())
+    assert (record["cache"]["texts_encoded"], record["cache"]["rows_reused"]) == (0, 12)
+    assert {key: record["http"][key] for key in ("requests", "texts", "tokens_billed", "estimated_cost")} == \
+        {"requests": 0, "texts": 0, "tokens_billed": 0, "estimated_cost": 0.0}
+    assert record["http"]["provider"] == "voyage" and record["http"]["model"] == "tiny"
+    assert embedding_server.stats()["log"][sent:] == []
 
 
 @pytest.mark.parametrize("key", sorted(HTTP_ROWS))
