@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 BUILD_CORPUS = REPO / "data" / "example" / "build_corpus.py"
 MODEL_SCHEMA = REPO / "config" / "model.schema.yaml"
 DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
+# What a copy of the workflow needs (tests/conftest.py copies the same parts).
+WORKFLOW_PARTS = ("Snakefile", "config", "rules", "scripts", "envs", "embedflow", "profiles", "report")
 PACKAGES = (
     "torch",
     "sentence-transformers",
@@ -46,6 +48,18 @@ def model_spec(source: str = DEFAULT_MODEL, **overrides) -> dict:
         raise SystemExit(f"not model spec keys: {sorted(unknown)}")
     spec.update(overrides)
     return spec
+
+
+def copy_workflow(root: Path, extra: tuple[str, ...] = ()) -> Path:
+    """A copy of the workflow (and the ``extra`` parts) in ``root`` (created), to run Snakemake
+    in without touching the checkout."""
+    import shutil
+
+    root.mkdir(parents=True)
+    for part in WORKFLOW_PARTS + extra:
+        source = REPO / part
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, root / part)
+    return root
 
 
 def real_corpus(workdir: Path) -> Path:

@@ -62,7 +62,6 @@ BACKENDS = {  # variant: (backend, quantization)
     "openvino": ("openvino", None),
     "openvino-int8": ("openvino", "int8"),
 }
-WORKFLOW_PARTS = ("Snakefile", "config", "rules", "scripts", "envs", "embedflow", "profiles", "report")
 
 
 def texts_and_queries():
@@ -212,10 +211,7 @@ def workflow_chain(threads: int, out: Path, backend: str, quantization: str | No
 
     root = out / "workflow"
     shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    for part in WORKFLOW_PARTS:
-        source = REPO / part
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, root / part)
+    common.copy_workflow(root)
     config_path = root / "config/config.yaml"
     config = yaml.safe_load(config_path.read_text())
     config.update(chunks=str(chain_corpus(out)), queries=None, precisions=["float32"],

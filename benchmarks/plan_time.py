@@ -10,7 +10,6 @@ Goal (issue 5): under 3 s.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
@@ -20,16 +19,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-PARTS = ("Snakefile", "config", "rules", "scripts", "envs", "embedflow", "profiles", "report", "data")
-
-
-def copy_workflow(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    for part in PARTS:
-        source = REPO / part
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, folder / part)
-    return folder
+from _common import copy_workflow
 
 
 def three_by_four(folder: Path) -> None:
@@ -59,8 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        default = copy_workflow(Path(tmp) / "default")
-        matrix = copy_workflow(Path(tmp) / "matrix")
+        default = copy_workflow(Path(tmp) / "default", extra=("data",))
+        matrix = copy_workflow(Path(tmp) / "matrix", extra=("data",))
         three_by_four(matrix)
         for name, folder in (("default (1 model × 4 precisions)", default), ("3 models × 4 precisions", matrix)):
             runs = [plan_seconds(folder) for _ in range(args.repeats)]
