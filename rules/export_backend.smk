@@ -19,7 +19,9 @@ rule export_backend:
         # It loads the torch model to export it, so one model job at a time, as the others.
         gpu=1,
     params:
-        # What changes the graph: source, revision, remote code, backend, quantization.
+        # What changes the graph: source, revision, remote code, backend, quantization,
+        # and the versions of what writes and runs it (an upgrade makes it again).
         export=lambda w: canonical_json(export_slice(MODELS[w.model])),
+        runtime=lambda w: canonical_json(runtime_versions(MODELS[w.model])),
     script:
         "../scripts/export_backend.py"

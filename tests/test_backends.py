@@ -3,16 +3,20 @@ torch, the identity that tells them apart, and the config they refuse (docs/back
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
-from embedflow.backends import check_backend, graph_file
+from embedflow.backends import MANIFEST, RUNTIME_DISTRIBUTIONS, check_backend, graph_file
 from embedflow.backends.export import check_exported, export_model
 from embedflow.encoder import load_encoder, model_identity, resolve_source
 from embedflow.errors import ConfigError, UserError
 from embedflow.hashing import sha256_file
+from embedflow.identity import encoder_identity, identity_key
+from embedflow.provenance import distribution_versions
 
 # Lengths that differ, so that a batch of two pads its shorter row.
 TEXTS = [
@@ -112,6 +116,27 @@ def test_a_folder_exported_from_another_source_is_refused(tiny_model, exports, t
         check_exported(folder, spec(tmp_path, backend="onnx"), "tiny")
     with pytest.raises(UserError, match="openvino/openvino_model.xml"):
         check_exported(folder, spec(tiny_model, backend="openvino"), "tiny")
+
+
+def test_the_cache_identity_of_an_exported_graph_names_the_versions_that_make_and_run_it(tiny_model):
+    for backend in ("onnx", "openvino"):
+        identity = encoder_identity(spec(tiny_model, backend=backend, quantization="int8"))
+        assert identity["runtime"] == distribution_versions(RUNTIME_DISTRIBUTIONS[backend])
+        assert all(identity["runtime"].values()), identity["runtime"]  # each one installed
+    torch_identity = encoder_identity(spec(tiny_model))
+    assert "runtime" not in torch_identity  # torch's cache keys are the ones they were
+    upgraded = {**encoder_identity(spec(tiny_model, backend="onnx")), "runtime": {"onnxruntime": "0.0"}}
+    assert identity_key(upgraded) != identity_key(encoder_identity(spec(tiny_model, backend="onnx")))
+
+
+def test_a_graph_exported_with_other_versions_is_refused(tiny_model, exports, tmp_path):
+    folder, manifest = exports["onnx"]
+    stale = shutil.copytree(folder, tmp_path / "onnx")
+    (stale / MANIFEST).write_text(json.dumps({**manifest, "software": {**manifest["software"], "onnxruntime": "1.0.0"}}))
+    installed = distribution_versions(["onnxruntime"])["onnxruntime"]
+    with pytest.raises(UserError, match=rf"onnxruntime 1\.0\.0 -> {installed}.*export it again"):
+        check_exported(stale, spec(tiny_model, backend="onnx", quantization="int8"), "tiny")
+    check_exported(folder, spec(tiny_model, backend="onnx", quantization="int8"), "tiny")  # the fresh one passes
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -35,6 +35,13 @@ MANIFEST = "export.json"
 # The model settings that change an exported graph: anything else (prompts, truncation,
 # max_seq_length, normalization) runs outside the graph, in sentence-transformers.
 EXPORT_KEYS = ("source", "revision", "trust_remote_code", "backend", "quantization")
+# The distributions that write an exported graph and run it: an upgrade of one may change
+# the vectors (int8 above all), so their versions are part of the export's params (it is
+# made again) and of the encoder's identity (the cache keeps the old vectors apart).
+RUNTIME_DISTRIBUTIONS = {
+    "onnx": ("torch", "transformers", "onnx", "onnxscript", "onnxruntime"),
+    "openvino": ("torch", "transformers", "onnx", "onnxscript", "openvino", "nncf"),
+}
 
 
 def backend_of(spec: dict) -> str:
@@ -51,6 +58,16 @@ def graph_file(spec: dict) -> str:
 
 def export_slice(spec: dict) -> dict:
     return {key: spec.get(key) for key in EXPORT_KEYS}
+
+
+def runtime_versions(spec: dict) -> dict[str, str | None] | None:
+    """Installed versions of what makes and runs this model's graph; None for torch and http.
+    Package metadata only: nothing is imported."""
+    if not is_exported(spec):
+        return None
+    from embedflow.provenance import distribution_versions
+
+    return distribution_versions(RUNTIME_DISTRIBUTIONS[backend_of(spec)])
 
 
 def export_key(key: str, spec: dict) -> str:

@@ -30,7 +30,7 @@ import shutil
 from pathlib import Path
 
 from embedflow.atomic import write_json
-from embedflow.backends import GRAPH_FILES, MANIFEST, backend_of, export_slice, graph_file
+from embedflow.backends import GRAPH_FILES, MANIFEST, backend_of, export_slice, graph_file, runtime_versions
 from embedflow.errors import UserError
 from embedflow.hashing import sha256_file, sha256_tree
 
@@ -201,6 +201,13 @@ def check_exported(folder: str | Path, spec: dict, key: str) -> dict:
     """The manifest of ``folder``, after checking that it was exported from this model's source
     and holds the graph ``spec`` asks for (an int8 export holds its float graph too)."""
     manifest = read_manifest(folder)
+    installed = runtime_versions(spec)
+    made_with = {name: manifest.get("software", {}).get(name) for name in installed}
+    if made_with != installed:
+        changed = ", ".join(f"{name} {made_with[name]} -> {installed[name]}" for name in installed
+                            if made_with[name] != installed[name])
+        raise UserError(f"{folder} was exported with other versions than this environment has ({changed}); "
+                        "run snakemake to export it again (rule export_backend's params hold the versions)")
     settings = {**export_slice(spec), "quantization": None}
     if {**manifest["settings"], "quantization": None} != settings or graph_file(spec) not in manifest["files_sha256"]:
         raise UserError(
