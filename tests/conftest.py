@@ -29,15 +29,30 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # to one worker, so a module-scoped fixture is made once; the modules that read one of the
 # expensive session fixtures below go together, to the same worker, so that fixture is made
 # once too. (xdist's own --dist loadgroup cannot do it under pytest 9: it renames
-# item._nodeid, which pytest 9 no longer reads.) small_run is cheap enough to make once per
-# worker and read too widely to pin to one.
+# item._nodeid, which pytest 9 no longer reads.)
 SHARED_ONCE = {
     "example": ("test_workflow_decision", "test_workflow_evaluate", "test_workflow_variants"),
     "every_rule_run": ("test_no_tracebacks", "test_workflow_planning"),
     "embedding_server": ("test_http_backend", "test_http_workflow"),
-    "slurm": ("test_slurm",),
+    "small_run": ("test_check", "test_slurm", "test_verify", "test_verify_defects", "test_workflow_database",
+                  "test_workflow_embed"),
 }
 GROUP_OF_MODULE = {module: group for group, modules in SHARED_ONCE.items() for module in modules}
+# The longest units first (their share of a run on 2 cores, in seconds), so that none starts
+# last and runs alone: a greedy longest-first schedule. The rest follow in collection order.
+LONGEST_FIRST = {"small_run": 700, "example": 440, "test_change_matrix": 380, "every_rule_run": 330,
+                 "test_device_slots": 115}
+
+
+def work_unit(nodeid: str) -> str:
+    module = Path(nodeid.split("::", 1)[0]).stem
+    return GROUP_OF_MODULE.get(module, module)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """One worker more than cores (-n auto): a worker often waits (a server starting or
+    stopping, a scheduler's poll, a file synced), and the spare one uses that core."""
+    return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) + 1
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -46,8 +61,15 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ModulesAndSharedFixtures(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return GROUP_OF_MODULE.get(Path(module).stem, module)
+            return work_unit(nodeid)
+
+        def schedule(self) -> None:
+            if self.collection is None:  # the first call: order the work before it is handed out
+                self.config.option.loadscopereorder = False
+                for node, nodeids in self.registered_collections.items():
+                    self.registered_collections[node] = sorted(
+                        nodeids, key=lambda nodeid: -LONGEST_FIRST.get(work_unit(nodeid), 0))
+            super().schedule()
 
     return ModulesAndSharedFixtures(config, log)
 

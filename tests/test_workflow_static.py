@@ -49,6 +49,7 @@ DISTRIBUTIONS = {
     "httpx2": "httpx2",
     "uvicorn": "uvicorn",
     "starlette": "starlette",
+    "xdist": "pytest-xdist",
 }
 # Imported directly but brought by a pinned dependency (distribution -> the pyproject.toml
 # dependency that requires it); its version is still locked by constraints.txt.
