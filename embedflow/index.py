@@ -154,6 +154,22 @@ def with_live_auto_lists(settings: IndexSettings, current: dict | None, rows: in
     return settings
 
 
+def kept_as_is(current: dict | None, wanted: str) -> bool:
+    """The live index already is the one asked for (same statement) and valid."""
+    return bool(current and current["valid"] and current["statement"] == wanted)
+
+
+def index_kept(cursor, table: str, settings: IndexSettings, rows: int) -> bool:
+    """Whether build_index would keep ``table``'s live index once it holds ``rows`` rows
+    (for a plan: nothing is built)."""
+    if settings.method == "none":
+        return False
+    current = live_index(cursor, table)
+    settings = with_live_auto_lists(settings, current, rows)
+    statement, _ = create_index_sql(table, plan_for(column_of(cursor, table), settings), settings, rows)
+    return kept_as_is(current, statement.as_string(cursor))
+
+
 def search_settings(settings: IndexSettings, options: dict) -> dict:
     if settings.method == "hnsw":
         return {"hnsw.ef_search": settings.ef_search}
@@ -185,7 +201,7 @@ def build_index(connection, table: str, settings: IndexSettings, build: dict) ->
         statement, options = create_index_sql(table, plan, settings, rows)
         wanted = statement.as_string(cursor)
     connection.commit()
-    if current and current["valid"] and current["statement"] == wanted:
+    if kept_as_is(current, wanted):
         log.info("index %s already has this definition; kept", index_name(table))
         build_seconds, rebuilt = None, False
     else:

@@ -130,8 +130,8 @@ def plan_table(
     return plan_tables(rows, database, [(table, column_type, None, vectors_change)], **options)[0]
 
 
-def plan_tables(rows, connection, tables: list[tuple], *,
-                full_reload_above: float | None = None, index_method: str | None = None) -> list[dict]:
+def plan_tables(rows, connection, tables: list[tuple], *, full_reload_above: float | None = None,
+                index_method: str | None = None, index_settings=None) -> list[dict]:
     """plan_table for several tables that will hold the same ``rows`` (one model's tables at
     each precision, or every model's): the rows are read and staged once. ``tables``:
     (table, column_type, encoder identity key or None, vectors_change) each; with an identity
@@ -143,11 +143,12 @@ def plan_tables(rows, connection, tables: list[tuple], *,
         staged = stage_hashes(cursor, rows)
         vectors_staged = _vectors_staged(cursor)
         return [_plan_one(cursor, table, staged, column_type, identity, vectors_change, vectors_staged,
-                          full_reload_above, index_method) for table, column_type, identity, vectors_change in tables]
+                          full_reload_above, index_method, index_settings)
+                for table, column_type, identity, vectors_change in tables]
 
 
 def _plan_one(cursor, table: str, staged: int, column_type, identity: str | None, vectors_change: bool,
-              vectors_staged: bool, full_reload_above: float, index_method: str) -> dict:
+              vectors_staged: bool, full_reload_above: float, index_method: str, index_settings=None) -> dict:
     from embedflow.serving import registered_identity, served_by_workflow
 
     state, reason = served_by_workflow(cursor, table, column_type)
@@ -160,8 +161,13 @@ def _plan_one(cursor, table: str, staged: int, column_type, identity: str | None
     strategy, reason = choose_strategy(counts, reason, full_reload_above)
     encoder = ("another encoder than the table's" if vectors_change else "the table's encoder"
                if identity and identity == loaded_by else "unknown (assumed the table's)")
-    return {"table": table, "strategy": strategy, "reason": reason, **counts,
-            "index": index_fate(strategy, index_method, state is not None), "encoder": encoder}
+    fate = index_fate(strategy, index_method, state is not None)
+    if fate == "kept" and index_settings is not None:
+        from embedflow.index import index_kept
+
+        if not index_kept(cursor, table, index_settings, counts["keep"] + counts["insert"] + counts["update"]):
+            fate = "rebuilt by rule index: the live index is not the one the index settings ask for"
+    return {"table": table, "strategy": strategy, "reason": reason, **counts, "index": fate, "encoder": encoder}
 
 
 def _vectors_staged(cursor) -> bool:
@@ -239,8 +245,11 @@ def plan_servable_tables(config: dict, identities: dict[str, str | None] | None 
                   **first_load_counts(rows), "index": index_fate("full", options["index_method"], False)}
                  for table, *_ in wanted]
     else:
+        from embedflow.index import IndexSettings
+
         with connect(settings) as connection:
-            plans = plan_tables(corpus_rows(config, skip), connection, wanted, **options)
+            plans = plan_tables(corpus_rows(config, skip), connection, wanted, **options,
+                                index_settings=IndexSettings.from_params(config["index"]))
     return [{**name, **plan} for name, plan in zip(names, plans)]
 
 

@@ -164,6 +164,11 @@ def test_the_plan_of_a_workflow_config_names_each_servable_table(db, embedded_db
     assert (called["strategy"], called["update"], called["keep"], called["encoder"]) == (
         "full", 47, 0, "another encoder than the table's")
     assert binary["insert"] == 49
+    # Other index settings: the diff keeps its rows, and rule index will build the index again.
+    config["index"]["m"] = 24
+    float32, _ = plan_servable_tables(config, {"mini": "encoder-a"})
+    assert (float32["strategy"], float32["index"]) == (
+        "diff", "rebuilt by rule index: the live index is not the one the index settings ask for")
 
 
 def test_a_large_change_or_a_new_column_builds_a_new_table_with_its_index(db, tmp_path):
