@@ -6,7 +6,9 @@
 In a copy of the workflow (one model, the bundled MiniLM on CPU, float32, no
 queries, the embedded database), on a corpus of ``rows`` synthetic variations
 of real SDK docstrings (the example's CPython docstrings, each chunk a slice of
-12 to 64 of one's words behind a name of its own):
+``--words`` of one's words, 12 to 64 by default, behind a name of its own; the
+bundled MiniLM encodes about 30 such chunks a second on 2 CPU cores, so
+``--words 4-16``, one-line summaries, keeps a 100 k full run near 20 minutes):
 
 1. ``full``: ``snakemake --cores T --resources gpu=1`` from nothing;
 2. ``spread``: ``edit`` of the corpus touched at random places (80 % of the
@@ -51,13 +53,13 @@ STAGES = {  # stage: the rules whose jobs make it up
 }
 
 
-def corpus(workdir: Path, rows: int, seed: int = 0) -> list[dict]:
+def corpus(workdir: Path, rows: int, span: tuple[int, int], seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     docstrings = [chunk["content"].split() for chunk in read_jsonl(real_corpus(workdir))]
     chunks = []
     for i in range(rows):
         words = docstrings[i % len(docstrings)]
-        size = rng.randint(12, 64)
+        size = rng.randint(*span)
         start = rng.randint(0, max(0, len(words) - size))
         chunks.append({"id": f"sdk.m{i % 97}.f{i}", "content": f"sdk.m{i % 97}.f{i}: " + " ".join(words[start:start + size])})
     return chunks
@@ -128,13 +130,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--edit", type=float, default=0.01, help="share of the corpus given new text")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--words", default="12-64", help="words of a docstring per chunk, MIN-MAX")
     parser.add_argument("--workdir", type=Path, help="kept afterwards (default: a temporary folder, removed)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="edit-rerun-"))
     root = workdir / "workflow"
     shutil.rmtree(root, ignore_errors=True)
     copy_workflow(root)
-    chunks = corpus(workdir, args.rows)
+    chunks = corpus(workdir, args.rows, tuple(int(n) for n in args.words.split("-")))
     (root / "data").mkdir()
     chunks_path = write_jsonl(root / "data/chunks.jsonl", chunks)
     config_path = root / "config/config.yaml"
@@ -162,7 +165,8 @@ def main() -> None:
                      f"{stages['verify']:.1f}", f"{stages['load']:.1f}", f"{stages['index']:.1f}",
                      f"{li / full_li:.1%}", f"{run['wall']:.1f} ({run['wall'] / full['wall']:.1%})",
                      "{strategy}: +{inserted} ~{updated} -{deleted}".format(**run["load"])])
-    print(f"`python benchmarks/edit_rerun.py --rows {args.rows} --edit {args.edit} --threads {args.threads}`\n")
+    print(f"`python benchmarks/edit_rerun.py --rows {args.rows} --edit {args.edit} --threads {args.threads} "
+          f"--words {args.words}`\n")
     print(facts_markdown(machine_facts()) + "\n")
     print(table(["run", "texts encoded", "shards encoding", "model-s", "embed s (of full)", "verify s", "load s",
                  "index s", "load+index of full", "whole command s (of full)", "load"], rows))
