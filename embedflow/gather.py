@@ -95,6 +95,16 @@ def total_work(records: list[dict], plan: ShardPlan) -> dict:
     return total
 
 
+def work_since(records: list[dict], made_at: str) -> dict:
+    """The work of the parts made at or after ``made_at`` (the shard plan's time): what the
+    run that followed this corpus edit did, where ``cache`` sums every part as it was made."""
+    fresh = [record for record in records if record["timing"]["finished"] >= made_at]
+    works = [record.get("cache") or {} for record in fresh]
+    total = {key: sum(work.get(key) or 0 for work in works) for key in SUMMED}
+    total["model_seconds"] = round(total["model_seconds"], 3)
+    return {"shard_plan_made": made_at, "shards_run": len(fresh), **total}
+
+
 def plan_beside_outcome(records: list[dict], corpus_sha256: str) -> dict:
     """What ``embedflow plan`` predicted (its last results/plan.json, made for this corpus and
     encoder) beside what happened since: the shards embedded after the plan was made encoded
@@ -160,11 +170,16 @@ def main(snakemake) -> None:
             "sharding": {"shards": len(shards), "shard_rows": plan.shard_rows, "window_rows": plan.window_rows},
             # as an embed job's record has it (the cache's prune keeps the identity that outputs name)
             "cache": work,
+            "since_shard_plan": work_since(records, _made_at(snakemake.input.plan)),
             "plan": plan_beside_outcome(records, plan.corpus["sha256"]),
             **summed_http_usage(records),
         },
     )
     _note_stale_parts(Path(parts[0]).parent, parts)
+
+
+def _made_at(plan_path) -> str:
+    return json.loads(provenance_path(plan_path).read_text())["timing"]["finished"]
 
 
 def _note_stale_parts(folder: Path, parts: list) -> None:

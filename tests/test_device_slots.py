@@ -116,3 +116,9 @@ def test_eight_shard_jobs_on_four_simulated_gpus_never_share_one(tmp_path, tiny_
     workflow.path("data/chunks.json").write_text(json.dumps(chunks))
     workflow.snakemake("--", "results/shards/chunks.plan.json")
     assert planned_jobs(workflow, target) == {"embed": 1, "gather": 1}
+    # Run, the gathered file's provenance tells this edit's work from every part's as it was made.
+    workflow.snakemake("--cores", "4", "--resources", "gpu=4", "--", target, env=simulated(slots, "0,1,2,3"))
+    record = json.loads(workflow.path(target + ".provenance.json").read_text())
+    since = record["since_shard_plan"]
+    assert (since["shards_run"], since["texts_encoded"], since["rows_reused"], since["rows"]) == (1, 1, 0, 1)
+    assert (record["cache"]["texts_encoded"], record["cache"]["rows"]) == (8, 8)  # the parts as made
