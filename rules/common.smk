@@ -10,7 +10,13 @@ from snakemake.utils import validate
 # The workflow's own package, importable without installing it (also in conda envs).
 sys.path.insert(0, workflow.basedir)
 
-from embedflow.backends import check_backends, export_key, export_slice, is_exported, runtime_versions
+from embedflow.backends import (
+    check_backends,
+    export_key,
+    export_slice,
+    is_exported,
+    runtime_versions,
+)
 from embedflow.config import canonical_json, model_output_slice, selection_slice
 from embedflow.database import DatabaseSettings, describe_target
 from embedflow.paths import (

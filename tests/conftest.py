@@ -63,13 +63,15 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return work_unit(nodeid)
 
-        def schedule(self) -> None:
-            if self.collection is None:  # the first call: order the work before it is handed out
-                self.config.option.loadscopereorder = False
-                for node, nodeids in self.registered_collections.items():
-                    self.registered_collections[node] = sorted(
-                        nodeids, key=lambda nodeid: -LONGEST_FIRST.get(work_unit(nodeid), 0))
-            super().schedule()
+        def _assign_work_unit(self, node) -> None:
+            # Before the first unit is handed out, the longest go to the front of the queue (the
+            # queue, not the collections: a worker runs tests by their index in its collection).
+            if not getattr(self, "_longest_first", False):
+                units = sorted(self.workqueue.items(), key=lambda unit: -LONGEST_FIRST.get(unit[0], 0))
+                self.workqueue.clear()
+                self.workqueue.update(units)
+                self._longest_first = True
+            super()._assign_work_unit(node)
 
     return ModulesAndSharedFixtures(config, log)
 
