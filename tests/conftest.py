@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -47,6 +48,16 @@ LONGEST_FIRST = {"small_run": 700, "example": 440, "test_change_matrix": 380, "e
 def work_unit(nodeid: str) -> str:
     module = Path(nodeid.split("::", 1)[0]).stem
     return GROUP_OF_MODULE.get(module, module)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """A short base for temporary folders unless --basetemp names one: under pytest's default
+    (/tmp/pytest-of-<user>/pytest-<n>/) a worker's popen-gw<n>/ makes a test workflow's
+    results/pgdata too deep for the embedded server's Unix socket (107 bytes). pytest clears
+    it at the start of each run, as it does any --basetemp."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = str(Path(tempfile.gettempdir()) / f"ef-tests-{os.getuid()}")  # short: see above
 
 
 def pytest_xdist_auto_num_workers(config):
