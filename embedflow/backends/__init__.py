@@ -12,6 +12,8 @@ Plain Python: the Snakefile imports it while planning (no torch, no runtime).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from embedflow.errors import ConfigError
 
 BACKENDS = ("torch", "onnx", "openvino", "http")
@@ -65,9 +67,15 @@ def runtime_versions(spec: dict) -> dict[str, str | None] | None:
     Package metadata only: nothing is imported."""
     if not is_exported(spec):
         return None
+    return dict(_installed(RUNTIME_DISTRIBUTIONS[backend_of(spec)]))
+
+
+@lru_cache(maxsize=None)
+def _installed(names: tuple[str, ...]) -> tuple:
+    # Once per process: planning computes identities and params for every job.
     from embedflow.provenance import distribution_versions
 
-    return distribution_versions(RUNTIME_DISTRIBUTIONS[backend_of(spec)])
+    return tuple(distribution_versions(names).items())
 
 
 def export_key(key: str, spec: dict) -> str:
