@@ -27,6 +27,7 @@ from embedflow.identity import (  # re-exported: the encoder's identity lives th
     weights_sha256,
 )
 from embedflow.projection import Projection, for_variant
+from embedflow.variants import variant_record
 from embedflow.token_batches import encode_in_token_batches
 from embedflow.vectors import l2_normalize
 
@@ -232,11 +233,8 @@ def model_identity(spec: dict, source: ModelSource, adapter_applied: bool) -> di
             "files_sha256": sha256_tree(spec["adapter"]),
         }
     identity["adapter_applied"] = adapter_applied
-    variant = spec.get("variant")
-    if variant:
-        identity["variant"] = dict(variant)
-        if variant.get("path"):
-            identity["variant"]["sha256"] = file_sha256(variant["path"])
+    if spec.get("variant"):
+        identity["variant"] = variant_record(spec["variant"])
     identity["identity_key"] = identity_key(encoder_identity(spec))
     return identity
 

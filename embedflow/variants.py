@@ -135,6 +135,16 @@ def keys_by_way(models: dict) -> dict[str | None, list[str]]:
     return groups
 
 
+def variant_record(variant: dict) -> dict:
+    """A variant's part of a model identity: its way and settings, and a PCA file's sha256."""
+    from embedflow.hashing import sha256_file
+
+    record = dict(variant)
+    if variant.get("path"):
+        record["sha256"] = sha256_file(variant["path"])
+    return record
+
+
 def reduction_of(variant: dict | None) -> dict | None:
     """What an embeddings file's metadata says about its variant (``reduction``)."""
     return None if not variant else {key: variant[key] for key in ("base", "way", "dim")}

@@ -71,6 +71,10 @@ check_backends(config["models"])
 # Every model key as the rules see it: a variant resolved into its base's settings.
 MODELS = {key: resolve(config["models"], key) for key in config["models"]}
 MODELS_BY_WAY = keys_by_way(config["models"])
+# Keys that run a model of their own (embed, probe, encode_queries); a truncation or PCA
+# variant derives its corpus, query and probe vectors from its base's (rules/project.smk).
+ENCODING_MODELS = MODELS_BY_WAY[None] + MODELS_BY_WAY["projection_head"]
+PROJECTED_MODELS = MODELS_BY_WAY["truncate_dim"] + MODELS_BY_WAY["pca"]
 # Models with backend onnx or openvino that have an export of their own (rule export_backend);
 # a truncation or PCA variant runs its base's.
 EXPORTED_MODELS = sorted(
@@ -276,6 +280,20 @@ def variant_of(wildcards):
 
 def base_float32(wildcards):
     return embeddings_path(variant_of(wildcards)["base"], "float32")
+
+
+def base_query_vectors(wildcards):
+    return QUERY_VECTORS.format(model=variant_of(wildcards)["base"])
+
+
+def base_probes(wildcards):
+    return PROBES.format(model=variant_of(wildcards)["base"])
+
+
+def projection_file(wildcards):
+    """A PCA variant's fitted projection (rule fit_pca); a truncation needs no file."""
+    variant = variant_of(wildcards)
+    return [variant["path"]] if variant["way"] == "pca" else []
 
 
 def variant_params(wildcards):

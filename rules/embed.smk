@@ -19,7 +19,7 @@ rule embed:
         "results/benchmarks/embed/{model}/{shard}.tsv"
     wildcard_constraints:
         # Models, and variants with a trained head; the others come from rule project.
-        model=any_of(MODELS_BY_WAY[None] + MODELS_BY_WAY["projection_head"]),
+        model=any_of(ENCODING_MODELS),
         shard="[0-9a-f]{16}",
     conda:
         "../envs/embed.yaml"

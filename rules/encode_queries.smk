@@ -1,5 +1,6 @@
 rule encode_queries:
-    # The query set, encoded once per model with its query prompt, in float32.
+    # The query set, encoded once per model with its query prompt, in float32
+    # (a truncation or PCA variant projects its base's: rule project_queries).
     input:
         queries=config["queries"] or [],
         # Only for the order: no model job starts before the corpus passed preflight
@@ -13,6 +14,8 @@ rule encode_queries:
         provenance=provenance_of(QUERY_VECTORS),
     log:
         "results/logs/encode_queries/{model}.log",
+    wildcard_constraints:
+        model=any_of(ENCODING_MODELS),
     conda:
         "../envs/embed.yaml"
     threads: config["embed"]["threads"]

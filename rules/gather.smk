@@ -14,7 +14,7 @@ rule gather:
     log:
         "results/logs/gather/{model}.log",
     wildcard_constraints:
-        model=any_of(MODELS_BY_WAY[None] + MODELS_BY_WAY["projection_head"]),
+        model=any_of(ENCODING_MODELS),
     # The embed env: the cache's identity module (what the saved plan is keyed by) can
     # resolve a hub model's files.
     conda:

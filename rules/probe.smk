@@ -3,7 +3,8 @@ from embedflow.config import probe_slice
 
 rule probe:
     # The model work verify needs, once per model: probe queries, a few chunks
-    # encoded again, and with an adapter the same texts with it disabled.
+    # encoded again, and with an adapter the same texts with it disabled (a
+    # truncation or PCA variant projects its base's: rule project_probes).
     input:
         parquet=embeddings_path("{model}", "float32"),
         chunks=config["chunks"],
@@ -16,6 +17,8 @@ rule probe:
         provenance=provenance_of(PROBES),
     log:
         "results/logs/probe/{model}.log",
+    wildcard_constraints:
+        model=any_of(ENCODING_MODELS),
     conda:
         "../envs/probe.yaml"
     threads: config["embed"]["threads"]

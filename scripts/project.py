@@ -1,4 +1,4 @@
-"""Rule `project` (rules/project.smk): the logic is in embedflow.project."""
+"""Rules `project`, `project_queries` and `project_probes` (rules/project.smk): the logic is in embedflow.project."""
 
 import sys
 

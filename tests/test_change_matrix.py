@@ -164,20 +164,24 @@ PRECISIONS_ROWS = {
 
 # Workflow "variants": models tiny and other, tiny_trunc, tiny_pca and tiny_head (variants
 # of tiny) x float32, no queries; test mode on (a seeded sample of all 12 chunks).
-CHAIN = {"probe": 1, "measure": 1, "verify": 1, "load": 1, "index": 1}
-TRUNCATION = {"project": 1, **CHAIN}
-PCA = {"fit_pca": 1, "project": 1, **CHAIN}
+AFTER_PROBES = {"measure": 1, "verify": 1, "load": 1, "index": 1}
+CHAIN = {"probe": 1, **AFTER_PROBES}
+# A truncation or PCA variant reduces its base's corpus file and probes: no model job.
+PROJECTED_CHAIN = {"project_probes": 1, **AFTER_PROBES}
+TRUNCATION = {"project": 1, **PROJECTED_CHAIN}
+PCA = {"fit_pca": 1, "project": 1, **PROJECTED_CHAIN}
 HEAD = {"train_head": 1, "embed": 1, "gather": 1, **CHAIN}
 # Every model: the corpus is embedded by tiny, other and tiny_head, projected for the others.
 # The plan of shards is made again: the embed jobs of its shards are planned once it is.
-SAMPLE = {"shard_plan": 1, "gather": 3, "fit_pca": 1, "project": 2, "probe": 5, "measure": 5, "verify": 5, "load": 5, "index": 5}
+SAMPLE = {"shard_plan": 1, "gather": 3, "fit_pca": 1, "project": 2, "probe": 3, "project_probes": 2, "measure": 5, "verify": 5,
+          "load": 5, "index": 5}
 EVERYTHING = {**SAMPLE, "train_head": 1}  # the pairs' passages are chunks too
 CORPUS_READ = {**EVERYTHING, "preflight": 1}  # rule preflight validates the chunks file's text field
 
 # tiny's backend: its export and tiny_head's (the head inherits it; its training stays on the
 # torch base), both models' embed, and every chain after them; other keeps its own export.
-BACKEND = {"export_backend": 2, "embed": 2, "gather": 2, "fit_pca": 1, "project": 2, "probe": 4, "measure": 4, "verify": 4,
-           "load": 4, "index": 4}
+BACKEND = {"export_backend": 2, "embed": 2, "gather": 2, "fit_pca": 1, "project": 2, "probe": 2, "project_probes": 2,
+           "measure": 4, "verify": 4, "load": 4, "index": 4}
 
 VARIANTS_ROWS = {
     "chunks": ("data/chunks_copy.json", CORPUS_READ),
@@ -271,8 +275,8 @@ SCENARIOS = [
      {"embed": 1, "gather": 1, **CHAIN}),
     ("variants", "tiny's document prompt reaches its variants (not other)",
      edit_config(lambda c: c["models"]["tiny"].update(document_prompt="passage: ")),
-     {"embed": 2, "gather": 2, "train_head": 1, "fit_pca": 1, "project": 2, "probe": 4, "measure": 4, "verify": 4, "load": 4,
-      "index": 4}),
+     {"embed": 2, "gather": 2, "train_head": 1, "fit_pca": 1, "project": 2, "probe": 2, "project_probes": 2, "measure": 4,
+      "verify": 4, "load": 4, "index": 4}),
     ("variants", "tiny's batch size (the head's training too: untracked)",
      edit_config(lambda c: c["models"]["tiny"].update(batch_size=2)), NOTHING),
 ]

@@ -93,10 +93,11 @@ def most_at_once(events, rules) -> int:
 
 def test_model_jobs_never_share_the_gpu(every_rule_run):
     """One thread per model job and four cores for up to three ready model jobs (tests/conftest.py:
-    two models and a head trained on one, each with its probe and query vectors): only `gpu=1`
-    keeps them apart (removed from one model rule, two of them run at once)."""
+    two models and a head trained on one, each with its probe and query vectors; the PCA variant
+    reduces its base's): only `gpu=1` keeps them apart (removed from one model rule, two of them
+    run at once)."""
     assert every_rule_run.config["embed"]["threads"] == 1
     events = job_events(every_rule_run.console)
     started = Counter(rule for kind, rule, _ in events if kind == "start" and rule in MODEL_RULES)
-    assert started == {"embed": 3, "train_head": 1, "probe": 4, "encode_queries": 4}, events
+    assert started == {"embed": 3, "train_head": 1, "probe": 3, "encode_queries": 3}, events
     assert most_at_once(events, MODEL_RULES) == 1, events

@@ -13,6 +13,7 @@ import yaml
 
 from conftest import REPO
 from embedflow.embeddings_file import read_all
+from embedflow.query_set import read_queries
 from embedflow.variants import resolve
 
 VARIANTS = {"minilm_trunc128": "truncate_dim", "minilm_pca128": "pca", "minilm_head128": "projection_head"}
@@ -31,8 +32,8 @@ def test_each_variant_has_its_dimension_in_every_precision_and_passes_verify(exa
                 np.testing.assert_allclose(np.linalg.norm(batch.vectors, axis=1), 1, atol=1e-5)
             report = json.loads(example.path(f"results/verify/{model}_{precision}.json").read_text())
             assert report["status"] in ("pass", "warn"), (model, precision, report["status"])
-        # the model work of verify (rule probe) ran through the variant too: re-encoded chunks
-        # give the stored rows back
+        # the variant's probes (rule probe for the head; project_probes, the base's probes
+        # reduced, for truncation and PCA) give the stored rows back
         report = json.loads(example.path(f"results/verify/{model}_float32.json").read_text())
         reproduces = next(c for c in report["checks"] if c["name"] == "model_reproduces")
         assert reproduces["status"] == "pass" and reproduces["value"] > 0.999, (model, reproduces)
@@ -62,9 +63,16 @@ def test_pca_is_applied_alike_to_queries_and_corpus(example, monkeypatch):
     assert queries.shape == (10, 128)
     top = np.argmax(queries @ corpus.vectors.T, axis=1)
     assert [corpus.ids[i] for i in top] == ids
-    # and the same query vectors are what encode_queries wrote for the evaluation
+    # and the evaluation's query vectors, the base's reduced by rule project_queries, are what
+    # the variant's encoder gives for the query set
+    _, projected = read_all("results/eval/minilm_pca128.queries.parquet")
+    query_ids, texts, _ = read_queries(example.config["queries"])
+    assert projected.ids == query_ids
+    cosines = np.sum(projected.vectors * encoder.encode(texts, spec.get("query_prompt"), 16), axis=1)
+    assert cosines.min() > 0.99999, cosines.min()
     provenance = json.loads(example.path("results/eval/minilm_pca128.queries.parquet.provenance.json").read_text())
     pca_input = json.loads(example.path("results/reduce/minilm_pca128.pca.npz.provenance.json").read_text())
+    assert provenance["rule"] == "project_queries"
     assert provenance["model"]["variant"]["sha256"] == pca_input["output"]["sha256"]
 
 
@@ -127,19 +135,21 @@ def test_changing_a_variant_reruns_that_variant_only(example):
     original = example.config_path.read_text()
     precisions = len(example.config["precisions"])
     loadable = sum(p in ("float32", "float16", "bfloat16", "binary") for p in example.config["precisions"])
-    per_variant = {"convert": precisions - 1, "probe": 1, "measure": precisions, "verify": precisions,
-                   "load": loadable, "index": loadable, "encode_queries": 1, "evaluate": precisions,
+    per_variant = {"convert": precisions - 1, "measure": precisions, "verify": precisions,
+                   "load": loadable, "index": loadable, "evaluate": precisions,
                    "sweep": loadable, "decision": 1}  # the variant's servable tables are swept again
+    # a PCA variant reduces its base's queries and probes; a head encodes its own
     try:
         assert planned_jobs(example) == Counter()
         config = example.config
         config["models"]["minilm_pca128"]["pca"]["sample_rows"] = 200
         example.set_config(config)
-        assert planned_jobs(example) == Counter({"fit_pca": 1, "project": 1, **per_variant, "eval_summary": 1})
+        assert planned_jobs(example) == Counter({"fit_pca": 1, "project": 1, "project_queries": 1, "project_probes": 1,
+                                                 **per_variant, "eval_summary": 1})
         config = yaml.safe_load(original)
         config["models"]["minilm_head128"]["projection_head"]["epochs"] = 5
         example.set_config(config)
-        assert planned_jobs(example) == Counter({"train_head": 1, "embed": 1, "gather": 1, **per_variant,
-                                                          "eval_summary": 1})
+        assert planned_jobs(example) == Counter({"train_head": 1, "embed": 1, "gather": 1, "encode_queries": 1,
+                                                 "probe": 1, **per_variant, "eval_summary": 1})
     finally:
         example.config_path.write_text(original)
