@@ -17,6 +17,7 @@ from embedflow.backends import (
     is_exported,
     runtime_versions,
 )
+from embedflow.backends.http_settings import is_http
 from embedflow.config import canonical_json, model_output_slice, selection_slice
 from embedflow.database import DatabaseSettings, describe_target
 from embedflow.paths import (
@@ -153,6 +154,12 @@ def unless_configured(precision, path):
 
 def model_spec(wildcards):
     return MODELS[wildcards.model]
+
+
+def model_gpus(wildcards):
+    """The GPUs a model job takes: one, or none for an http model (the API does the work),
+    so `--resources gpu=N` and SLURM's --gpus count only jobs that run a model here."""
+    return 0 if is_http(MODELS[wildcards.model]) else 1
 
 
 def local_model_files(wildcards):

@@ -25,7 +25,7 @@ rule embed:
         "../envs/embed.yaml"
     threads: config["embed"]["threads"]
     resources:
-        gpu=1,
+        gpu=model_gpus,
     params:
         model=model_output_params,
         runtime=embed_runtime_params,

@@ -20,7 +20,7 @@ rule encode_queries:
         "../envs/embed.yaml"
     threads: config["embed"]["threads"]
     resources:
-        gpu=1,
+        gpu=model_gpus,
     params:
         model=query_vector_params,
         runtime=embed_runtime_params,

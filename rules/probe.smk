@@ -23,7 +23,7 @@ rule probe:
         "../envs/probe.yaml"
     threads: config["embed"]["threads"]
     resources:
-        gpu=1,
+        gpu=model_gpus,
     params:
         model=query_encoder_params,
         probes=canonical_json(probe_slice(config)),

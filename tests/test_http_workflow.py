@@ -6,6 +6,7 @@ file of the tree; and the change matrix's http rows plan what they should."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -91,3 +92,23 @@ def test_http_change_matrix_row(http_workflow, key):
         assert planned_jobs(workflow, TARGET) == expected, key
     finally:
         workflow.config_path.write_text(saved)
+
+
+def test_the_model_jobs_take_no_gpu(http_workflow):
+    """The API does the model work: embed, probe and encode_queries of an http model ask for
+    gpu=0, so they neither wait for the local model jobs nor ask SLURM for a GPU."""
+    workflow, _, _ = http_workflow
+    done = workflow.snakemake("--dry-run", "--forcerun", "embed", "probe", "--", TARGET)
+    gpus = job_gpus(done.stdout + done.stderr)
+    assert set(gpus) >= {"embed", "probe"}, done.stdout
+    assert all(values == {"0"} for values in gpus.values()), gpus
+
+
+def job_gpus(output: str) -> dict[str, set[str]]:
+    """rule -> the gpu values of its planned jobs, from a dry run's job blocks."""
+    gpus: dict[str, set[str]] = {}
+    for block in re.split(r"^(?:local)?(?:rule|checkpoint) ", output, flags=re.M)[1:]:
+        rule = block.split(":", 1)[0]
+        if match := re.search(r"^\s+resources: .*\bgpu=(\d+)", block, re.M):
+            gpus.setdefault(rule, set()).add(match[1])
+    return gpus

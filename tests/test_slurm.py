@@ -48,11 +48,12 @@ def slurm(tmp_path_factory):
 
 
 def gpu_rules() -> set[str]:
-    """Rules that declare gpu=1 (model jobs, shard jobs included)."""
+    """Rules that ask for a GPU (model jobs, shard jobs included): gpu=1, or model_gpus (one,
+    none for an http model)."""
     rules = set()
     for smk in (REPO / "rules").glob("*.smk"):
         for name, body in re.findall(r"^rule (\w+):(.*?)(?=^rule |\Z)", smk.read_text(), re.S | re.M):
-            if re.search(r"^\s+gpu=1", body, re.M):
+            if re.search(r"^\s+gpu=(1|model_gpus),", body, re.M):
                 rules.add(name)
     return rules
 
