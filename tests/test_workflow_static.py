@@ -277,5 +277,6 @@ def test_exactly_the_rules_that_run_a_model_claim_a_gpu():
     for rule, block in rule_blocks().items():
         script = re.search(r'script:\s*"\.\./(scripts/[\w.]+)"', block).group(1)
         runs_model = "torch" in imported_packages(REPO / script)
-        claims_gpu = re.search(r"resources:[^:]*?\bgpu=1", block, re.S) is not None
-        assert runs_model == claims_gpu, f"rule {rule}: runs a model={runs_model}, gpu=1 declared={claims_gpu}"
+        # gpu=1, or model_gpus: one, none for an http model (tests/test_http_workflow.py)
+        claims_gpu = re.search(r"resources:[^:]*?\bgpu=(1|model_gpus),", block, re.S) is not None
+        assert runs_model == claims_gpu, f"rule {rule}: runs a model={runs_model}, gpu declared={claims_gpu}"
