@@ -179,9 +179,14 @@ def search_settings(settings: IndexSettings, options: dict) -> dict:
     return {}
 
 
-def build_index(connection, table: str, settings: IndexSettings, build: dict) -> dict:
-    """Build (or keep) the index of ``table``; returns the marker's facts."""
+def build_index(connection, table: str, settings: IndexSettings, build: dict,
+                remeasure_above: float | None = None) -> dict:
+    """Build (or keep) the index of ``table``; returns the marker's facts. A kept index's
+    recall is measured again only once diff loads changed more than ``remeasure_above`` of
+    its rows since the last measurement (index.remeasure_recall_above; None: every time)."""
     from psycopg import sql
+
+    from embedflow.serving import store_recall
 
     with connection.transaction(), connection.cursor() as cursor:
         column = column_of(cursor, table)
@@ -210,7 +215,13 @@ def build_index(connection, table: str, settings: IndexSettings, build: dict) ->
     with connection.cursor() as cursor:
         index = live_index(cursor, table)
     connection.commit()
-    recall = measure_recall(connection, table, plan, search_settings(settings, options), settings)
+    searches = search_settings(settings, options)
+    recall = None if rebuilt or remeasure_above is None else carried_recall(
+        connection, table, rows, searches, settings, remeasure_above)
+    if recall is None:
+        recall = measure_recall(connection, table, plan, searches, settings)
+        with connection.transaction(), connection.cursor() as cursor:
+            store_recall(cursor, table, {**recall, "seed": settings.seed, "sample": settings.recall_sample})
     return {
         **facts,
         "index": index_name(table),
@@ -223,6 +234,32 @@ def build_index(connection, table: str, settings: IndexSettings, build: dict) ->
         "search_settings": search_settings(settings, options),
         "recall_at_10": recall,
     }
+
+
+def carried_recall(connection, table: str, rows: int, searches: dict, settings: IndexSettings,
+                   remeasure_above: float) -> dict | None:
+    """The kept index's last recall, when it was measured as it would be now (search settings,
+    sample, seed) and diff loads changed at most ``remeasure_above`` of the rows since; else None."""
+    from embedflow.serving import recall_since
+
+    with connection.transaction(), connection.cursor() as cursor:
+        stored, changed = recall_since(cursor, table)
+    if not stored:
+        return None
+    stored = dict(stored)
+    same_measure = (stored.pop("seed", None), stored.pop("sample", None)) == (settings.seed, settings.recall_sample)
+    if not same_measure or {name: stored.get(name) for name in searches} != searches:
+        return None
+    share = changed / rows if rows else 1.0
+    if share > remeasure_above:
+        log.info("%s: %d rows (%.2f%%) changed since recall was measured, more than "
+                 "index.remeasure_recall_above (%.2f%%): measuring again", table, changed, 100 * share,
+                 100 * remeasure_above)
+        return None
+    log.info("%s: index kept and %d rows (%.2f%%) changed since its recall@10 %s was measured, at most "
+             "index.remeasure_recall_above (%.2f%%): carried, not measured again", table, changed, 100 * share,
+             stored.get("recall"), 100 * remeasure_above)
+    return {**stored, "carried": True, "rows_changed_since": changed}
 
 
 def run_index_build(connection, table: str, statement, building, build: dict, lock_timeout: str = "60s") -> float:
@@ -308,8 +345,9 @@ def main(snakemake) -> None:
     settings = IndexSettings.from_params(params_json(snakemake, "index"))
     build = params_json(snakemake, "build")
     table = snakemake.params.table
+    recall = params_json(snakemake, "recall")
     with connect(database) as connection:
-        facts = build_index(connection, table, settings, build)
+        facts = build_index(connection, table, settings, build, recall["remeasure_above"])
         facts["server"] = server_versions(connection)
     facts["database"] = describe_target(database)
     write_json(snakemake.output.marker, facts)
@@ -318,6 +356,7 @@ def main(snakemake) -> None:
         rule=snakemake.rule,
         wildcards=dict(snakemake.wildcards),
         config={"table": table, "index": params_json(snakemake, "index"), "build (does not change the output)": build,
+                "recall (when to measure it again)": recall,
                 "database": facts["database"]},
         inputs=[snakemake.input.loaded],
         timing=timer.stop().record(facts["rows"]),

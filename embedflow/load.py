@@ -177,7 +177,9 @@ def load_table(
         if loaded != expected or (loaded and dim != meta.dim):
             raise UserError(f"{table}: loaded {loaded} rows of {dim} dims, expected {expected} of {meta.dim}")
         state = table_state(cursor, table)
-        record_load(cursor, table, meta, column, loaded, parquet_sha256, state["oid"], vectors_identity(parquet_path))
+        changed = counts["insert"] + counts["update"] + counts["delete"] if strategy == "diff" else None
+        record_load(cursor, table, meta, column, loaded, parquet_sha256, state["oid"], vectors_identity(parquet_path),
+                    changed)
     seconds = time.perf_counter() - started
     if previous and previous["column_type"] != column.sql_type:
         log.warning("replaced table %s: its embedding column was %s, now %s", table, previous["column_type"], column.sql_type)

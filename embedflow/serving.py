@@ -106,28 +106,68 @@ def ensure_registry(connection) -> None:
         present = {name for (name,) in cursor.execute(
             "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND NOT attisdropped",
             (REGISTRY_TABLE,))}
-        for name, type_ in (("oid", "bigint"), ("identity_key", "text")):
+        # Since kept indexes carry their recall: the last measurement and the rows that diff loads
+        # changed since it (embedflow.index.carried_recall).
+        for name, type_ in (("oid", "bigint"), ("identity_key", "text"), ("recall", "jsonb"),
+                            ("rows_changed_since_recall", "bigint")):
             if name not in present:
                 cursor.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
                     sql.Identifier(REGISTRY_TABLE), sql.Identifier(name), sql.SQL(type_)))
 
 
 def record_load(cursor, table: str, meta, column: VectorColumn, rows: int, parquet_sha256: str, oid: int,
-                identity_key: str | None) -> None:
+                identity_key: str | None, changed: int | None = None) -> None:
+    """Register the loaded table. ``changed``: the rows a diff load inserted, updated or
+    deleted (added to those since the index's recall was measured); None for a full load,
+    whose new index has no measured recall yet."""
     from psycopg import sql
 
     cursor.execute(
         sql.SQL(
-            """INSERT INTO {} (table_name, model, precision, column_type, dim, rows, parquet_sha256, oid, identity_key)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+            """INSERT INTO {} AS r (table_name, model, precision, column_type, dim, rows, parquet_sha256, oid,
+                                    identity_key, recall, rows_changed_since_recall)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, 0)
                ON CONFLICT (table_name) DO UPDATE SET model = EXCLUDED.model,
                  precision = EXCLUDED.precision, column_type = EXCLUDED.column_type,
                  dim = EXCLUDED.dim, rows = EXCLUDED.rows, oid = EXCLUDED.oid,
                  identity_key = EXCLUDED.identity_key,
-                 parquet_sha256 = EXCLUDED.parquet_sha256, loaded_at = now()"""
+                 parquet_sha256 = EXCLUDED.parquet_sha256, loaded_at = now(),
+                 recall = CASE WHEN %s::bigint IS NULL THEN NULL ELSE r.recall END,
+                 rows_changed_since_recall = coalesce(r.rows_changed_since_recall, 0) + coalesce(%s::bigint, 0)"""
         ).format(sql.Identifier(REGISTRY_TABLE)),
-        (table, meta.model, meta.precision, column.sql_type, meta.dim, rows, parquet_sha256, oid, identity_key),
+        (table, meta.model, meta.precision, column.sql_type, meta.dim, rows, parquet_sha256, oid, identity_key,
+         changed, changed),
     )
+    if changed is None:
+        cursor.execute(sql.SQL("UPDATE {} SET rows_changed_since_recall = 0 WHERE table_name = %s").format(
+            sql.Identifier(REGISTRY_TABLE)), (table,))
+
+
+def _has_recall_columns(cursor) -> bool:
+    return cursor.execute("SELECT count(*) = 2 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname IN "
+                          "('recall', 'rows_changed_since_recall')", (REGISTRY_TABLE,)).fetchone()[0]
+
+
+def recall_since(cursor, table: str) -> tuple[dict | None, int]:
+    """(the index's last recall measurement as store_recall kept it, rows changed since)."""
+    from psycopg import sql
+
+    if not _has_recall_columns(cursor):
+        return None, 0
+    row = cursor.execute(sql.SQL("SELECT recall, rows_changed_since_recall FROM {} WHERE table_name = %s").format(
+        sql.Identifier(REGISTRY_TABLE)), (table,)).fetchone()
+    return (None, 0) if row is None else (row[0], row[1] or 0)
+
+
+def store_recall(cursor, table: str, measured: dict) -> None:
+    """Keep a recall measurement with the table's registry row (none: a table this workflow
+    did not load), with no rows changed since."""
+    from psycopg import sql
+    from psycopg.types.json import Jsonb
+
+    if _has_recall_columns(cursor):
+        cursor.execute(sql.SQL("UPDATE {} SET recall = %s, rows_changed_since_recall = 0 WHERE table_name = %s")
+                       .format(sql.Identifier(REGISTRY_TABLE)), (Jsonb(measured), table))
 
 
 def registered_identity(cursor, table: str) -> str | None:

@@ -90,6 +90,8 @@ DERIVED_PRECISIONS = [p for p in PRECISION_NAMES if p != "float32"]
 LOADABLE_PRECISIONS = [p for p in config["precisions"] if p in COLUMN_TYPES]
 # Index settings that change build speed, not the index (untracked, see runtime_params_of).
 INDEX_BUILD_KEYS = ("maintenance_work_mem", "max_parallel_maintenance_workers")
+# ... and the one that says when a kept index's recall is measured again (rule index).
+INDEX_UNTRACKED_KEYS = (*INDEX_BUILD_KEYS, "remeasure_recall_above")
 
 # Validate every table name now, so that a bad template fails before any job runs:
 # valid identifiers that PostgreSQL never cuts, one table per model × precision.
@@ -390,7 +392,7 @@ def database_params(wildcards):
 
 def index_settings():
     """The index settings that define the index and its searches (not the build's)."""
-    return {k: v for k, v in config["index"].items() if k not in INDEX_BUILD_KEYS}
+    return {k: v for k, v in config["index"].items() if k not in INDEX_UNTRACKED_KEYS}
 
 
 def index_params(wildcards):

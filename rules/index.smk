@@ -19,5 +19,9 @@ rule index:
         build=lambda w, resources: canonical_json(
             {k: config["index"][k] for k in INDEX_BUILD_KEYS}
         ),
+        # When a kept index's recall is measured again: untracked too (the index is the same).
+        recall=lambda w, resources: canonical_json(
+            {"remeasure_above": config["index"]["remeasure_recall_above"]}
+        ),
     script:
         "../scripts/index.py"

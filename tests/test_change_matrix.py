@@ -135,6 +135,7 @@ PRECISIONS_ROWS = {
     "index.seed": (1, INDEXES),
     "index.maintenance_work_mem": ("64MB", NOTHING),  # build speed only
     "index.max_parallel_maintenance_workers": (0, NOTHING),
+    "index.remeasure_recall_above": (0.5, NOTHING),  # when a kept index's recall is measured again
     # the decision report: budgets and the size it extrapolates to rerun the report alone;
     # what defines the candidates reruns the sweeps
     "decision.target_rows": (1_000_000, DECISION),

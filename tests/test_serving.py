@@ -138,6 +138,38 @@ def test_a_corpus_edit_is_applied_as_exactly_its_diff_and_keeps_the_index(db, em
     assert build_index(db, table, IndexSettings(recall_sample=5), INDEX_BUILD)["rebuilt"] is False
 
 
+def test_a_kept_index_carries_its_recall_until_diffs_change_more_than_the_threshold(db, tmp_path):
+    """index.remeasure_recall_above: small diffs add up in the registry; the recall of a kept
+    index is carried until they pass the share, then measured again and the count restarts."""
+    chunks, vectors = corpus(40, 8)
+    table, settings = "t_recall", IndexSettings(recall_sample=5)
+    index = lambda threshold: build_index(db, table, settings, INDEX_BUILD, threshold)  # noqa: E731
+    version = 0
+
+    def load_edit(changed):
+        nonlocal chunks, vectors, version
+        chunks, vectors = edited(chunks, vectors, changed=changed, deleted=set(), added=0)
+        version += 1
+        load_table(db, table, *reversed(write_corpus(tmp_path / f"v{version}", chunks, vectors)), serving=SERVING)
+
+    load_table(db, table, *reversed(write_corpus(tmp_path / "v0", chunks, vectors)), serving=SERVING)
+    first = index(0.05)["recall_at_10"]
+    assert "carried" not in first and first["queries"] == 5
+    load_edit((3,))  # 1 of 40 rows: 2.5 %
+    kept = index(0.05)
+    assert kept["rebuilt"] is False
+    assert kept["recall_at_10"] == {**first, "carried": True, "rows_changed_since": 1}
+    assert "carried" not in index(None)["recall_at_10"]  # None: measured at every run
+    load_edit((5, 7))  # 2 more since that measurement: 5 %, not more
+    assert index(0.05)["recall_at_10"]["rows_changed_since"] == 2
+    load_edit((9,))  # 3 of 40: 7.5 %
+    assert "carried" not in index(0.05)["recall_at_10"]
+    assert index(0.05)["recall_at_10"]["rows_changed_since"] == 0  # measured: the count restarted
+    # other search settings than it was measured with: measured again
+    assert "carried" not in build_index(db, table, IndexSettings(recall_sample=5, ef_search=20), INDEX_BUILD,
+                                        0.05)["recall_at_10"]
+
+
 def test_the_plan_of_a_workflow_config_names_each_servable_table(db, embedded_db, tmp_path):
     chunks, vectors = corpus(48, 8)
     first = write_corpus(tmp_path / "v1", chunks, vectors)
