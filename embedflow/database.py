@@ -124,7 +124,12 @@ def embedded_server(pgdata: str | Path) -> Iterator[str]:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UserError(f"the embedded PostgreSQL in {pgdata} did not start: {first} (its log: {server_log})") from None
     with server:  # counts users in this process; the last one out stops the server,
-        yield server.get_uri()  # unless another process still holds it
+        try:  # unless another process still holds it
+            yield server.get_uri()
+        finally:
+            # A process killed while this one held the server left its pid behind; forget it
+            # now, or the last live user out would leave the server running.
+            _forget_dead_handles(pgdata)
 
 
 # --- connections ------------------------------------------------------------------

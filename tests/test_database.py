@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
-from conftest import INDEX_BUILD
+from conftest import INDEX_BUILD, REPO
 from embedflow.database import DatabaseSettings, connect, describe_target
 from embedflow.errors import ConfigError, UserError
 from embedflow.index import IndexSettings, build_index
@@ -55,3 +58,29 @@ def test_embedded_server_listens_only_on_a_private_unix_socket(db):
     socket_dir = db.execute("SHOW unix_socket_directories").fetchone()[0]
     assert listen == ""
     assert not os.stat(socket_dir).st_mode & 0o002  # not world-writable
+
+
+def test_a_user_killed_while_holding_the_server_does_not_keep_it_running(tmp_path):
+    """The embedded server stops when its last user leaves, also when another user that
+    joined it meanwhile was killed (its pid stays in the server's handle list)."""
+    settings = DatabaseSettings(pgdata=str(tmp_path / "pgdata"))
+    postmaster = tmp_path / "pgdata" / "postmaster.pid"
+    holder = None
+    try:
+        with connect(settings):
+            code = (f"from embedflow.database import DatabaseSettings, connect\n"
+                    f"with connect(DatabaseSettings(pgdata={settings.pgdata!r})):\n"
+                    f"    print('holding', flush=True)\n"
+                    f"    import time; time.sleep(120)\n")
+            holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+            assert holder.stdout.readline() == "holding\n"  # its pid is in the handle list now
+            holder.kill()
+            holder.wait()
+            assert postmaster.exists()
+        assert not postmaster.exists(), "the server is still running"
+    finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        if postmaster.exists():  # the failure above: stop the server this test started
+            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)

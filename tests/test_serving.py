@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import yaml
@@ -17,7 +16,7 @@ from embedflow.atomic import write_json
 from embedflow.check import check_all
 from embedflow.chunks import iter_chunks
 from embedflow.config_file import load_config
-from embedflow.database import _forget_dead_handles, describe_target
+from embedflow.database import describe_target
 from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
 from embedflow.hashing import sha256_text
 from embedflow.index import IndexSettings, build_index, index_name
@@ -299,7 +298,6 @@ def test_a_killed_diff_load_leaves_the_table_its_index_and_its_marker(db, embedd
         if child.poll() is None:
             child.kill()
             child.wait()
-        _forget_dead_handles(Path(embedded_db.pgdata))  # else the killed child's handle keeps the server up
     assert marker.read_bytes() == saved
     assert (table_oid(db, table), index_oid(db, table), row_versions(db, table)) == before
     registry = db.execute("SELECT rows, parquet_sha256 FROM embedflow_tables WHERE table_name = %s", (table,)).fetchone()
