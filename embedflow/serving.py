@@ -126,21 +126,21 @@ def record_load(cursor, table: str, meta, column: VectorColumn, rows: int, parqu
         sql.SQL(
             """INSERT INTO {} AS r (table_name, model, precision, column_type, dim, rows, parquet_sha256, oid,
                                     identity_key, recall, rows_changed_since_recall)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, 0)
+               VALUES (%(table)s, %(model)s, %(precision)s, %(column_type)s, %(dim)s, %(rows)s,
+                       %(parquet_sha256)s, %(oid)s, %(identity_key)s, NULL, 0)
                ON CONFLICT (table_name) DO UPDATE SET model = EXCLUDED.model,
                  precision = EXCLUDED.precision, column_type = EXCLUDED.column_type,
                  dim = EXCLUDED.dim, rows = EXCLUDED.rows, oid = EXCLUDED.oid,
                  identity_key = EXCLUDED.identity_key,
                  parquet_sha256 = EXCLUDED.parquet_sha256, loaded_at = now(),
-                 recall = CASE WHEN %s::bigint IS NULL THEN NULL ELSE r.recall END,
-                 rows_changed_since_recall = coalesce(r.rows_changed_since_recall, 0) + coalesce(%s::bigint, 0)"""
+                 recall = CASE WHEN %(full)s THEN NULL ELSE r.recall END,
+                 rows_changed_since_recall = CASE WHEN %(full)s THEN 0
+                   ELSE coalesce(r.rows_changed_since_recall, 0) + %(changed)s END"""
         ).format(sql.Identifier(REGISTRY_TABLE)),
-        (table, meta.model, meta.precision, column.sql_type, meta.dim, rows, parquet_sha256, oid, identity_key,
-         changed, changed),
+        {"table": table, "model": meta.model, "precision": meta.precision, "column_type": column.sql_type,
+         "dim": meta.dim, "rows": rows, "parquet_sha256": parquet_sha256, "oid": oid, "identity_key": identity_key,
+         "full": changed is None, "changed": changed or 0},
     )
-    if changed is None:
-        cursor.execute(sql.SQL("UPDATE {} SET rows_changed_since_recall = 0 WHERE table_name = %s").format(
-            sql.Identifier(REGISTRY_TABLE)), (table,))
 
 
 def _has_recall_columns(cursor) -> bool:

@@ -149,12 +149,13 @@ def test_a_kept_index_carries_its_recall_until_diffs_change_more_than_the_thresh
         nonlocal chunks, vectors, version
         chunks, vectors = edited(chunks, vectors, changed=changed, deleted=set(), added=0)
         version += 1
-        load_table(db, table, *reversed(write_corpus(tmp_path / f"v{version}", chunks, vectors)), serving=SERVING)
+        return load_table(db, table, *reversed(write_corpus(tmp_path / f"v{version}", chunks, vectors)),
+                          serving=SERVING)["strategy"]
 
     load_table(db, table, *reversed(write_corpus(tmp_path / "v0", chunks, vectors)), serving=SERVING)
     first = index(0.05)["recall_at_10"]
     assert "carried" not in first and first["queries"] == 5
-    load_edit((3,))  # 1 of 40 rows: 2.5 %
+    assert load_edit((3,)) == "diff"  # 1 of 40 rows: 2.5 %
     kept = index(0.05)
     assert kept["rebuilt"] is False
     assert kept["recall_at_10"] == {**first, "carried": True, "rows_changed_since": 1}
@@ -164,6 +165,11 @@ def test_a_kept_index_carries_its_recall_until_diffs_change_more_than_the_thresh
     load_edit((9,))  # 3 of 40: 7.5 %
     assert "carried" not in index(0.05)["recall_at_10"]
     assert index(0.05)["recall_at_10"]["rows_changed_since"] == 0  # measured: the count restarted
+    # a full load builds a new table with its index: the index rule keeps that index, and
+    # measures it, since no measurement is of it
+    assert load_edit(tuple(range(40))) == "full"
+    after_full = index(0.05)
+    assert after_full["rebuilt"] is False and "carried" not in after_full["recall_at_10"]
     # other search settings than it was measured with: measured again
     assert "carried" not in build_index(db, table, IndexSettings(recall_sample=5, ef_search=20), INDEX_BUILD,
                                         0.05)["recall_at_10"]
