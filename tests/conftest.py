@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_PARTS = ("Snakefile", "config", "rules", "scripts", "envs", "embedflow", "profiles", "report")
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # The suite runs more jobs than cores (three workers on two), and torch's OpenMP threads spin
-# after each parallel region while another job waits for the core: passive waiting saved 9-25 %
+# after each parallel region while another job waits for the core: passive waiting saved 9-26 %
 # of an encode's CPU under that load (example corpus, two threads, two busy loops beside it).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
