@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import job_server
 import snakemake_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,7 +202,9 @@ def make_workflow(root: Path, chunk_count: int = 12) -> Workflow:
 
 @pytest.fixture(scope="session", autouse=True)
 def snakemake_servers():
-    """The forking Snakemake servers the session started, stopped at its end."""
+    """The forking Snakemake servers the session started, and the job server (started now: it
+    imports for a while, and jobs run on the real interpreter until it serves), stopped at its end."""
+    job_server.interpreter()
     yield
     snakemake_server.close_all()
 

@@ -21,6 +21,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+import job_server
+
 SERVER = r"""
 import json, logging, os, sys
 from snakemake.cli import main
@@ -40,6 +42,8 @@ def child(request):
     sys.path[0] = os.getcwd()  # as `python -m snakemake` run in that folder has it
     os.environ.clear()
     os.environ.update(request["env"])
+    if request["python"]:  # the rule scripts' interpreter (tests/job_server.py)
+        sys.executable = request["python"]
     for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
                             (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
         os.dup2(os.open(path, flags), fd)
@@ -90,7 +94,10 @@ class Server:
 
     def run(self, args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
         out, err = self.folder / "stdout", self.folder / "stderr"
-        request = {"args": list(args), "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+        # Jobs a cluster runs start their own Snakemake, on the real interpreter.
+        python = None if any(arg.startswith("--executor") for arg in args) else job_server.interpreter()
+        request = {"args": list(args), "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err),
+                   "python": python}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         reply = self.process.stdout.readline()
@@ -153,3 +160,4 @@ def close_all() -> None:
         _started.clear(), _idle.clear()
     for server in servers:
         server.close(busy=id(server) not in idle)
+    job_server.close()

@@ -50,10 +50,12 @@ DISTRIBUTIONS = {
     "uvicorn": "uvicorn",
     "starlette": "starlette",
     "xdist": "pytest-xdist",
+    "threadpoolctl": "threadpoolctl",
 }
 # Imported directly but brought by a pinned dependency (distribution -> the pyproject.toml
 # dependency that requires it); its version is still locked by constraints.txt.
-PROVIDED_BY = {"huggingface-hub": "transformers", "scikit-learn": "sentence-transformers", "tokenizers": "transformers"}
+PROVIDED_BY = {"huggingface-hub": "transformers", "scikit-learn": "sentence-transformers", "tokenizers": "transformers",
+               "threadpoolctl": "sentence-transformers"}  # the last through scikit-learn
 REQUIREMENT = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]*)(?:\[[^]]*\])?(==?)(\S+)")
 
 
