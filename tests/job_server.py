@@ -94,7 +94,7 @@ def _print_error(error: BaseException) -> None:
 def _runpy_file() -> str:
     import runpy
 
-    return runpy.__file__
+    return runpy.run_path.__code__.co_filename  # "<frozen runpy>": the standard library freezes it
 
 
 def _run_job(request: dict, fds: list[int], connection: socket.socket) -> None:
