@@ -7,7 +7,8 @@ child changes to the request's folder and environment, points its stdout and std
 and runs `snakemake.cli.main()` with the request's arguments, exactly what `python -m snakemake`
 runs. Each run is still Snakemake's own command line in a process of its own; only the imports
 are shared. Nothing of the workflow is imported before the fork, so each run imports the
-workflow's own package from its own folder.
+workflow's own package from its own folder. A run's rule scripts start through
+tests/job_server.py (its `sys.executable`), except on a cluster executor.
 """
 
 from __future__ import annotations
