@@ -1,26 +1,58 @@
 """A diff load: only the changed rows of a live table, in the load's one transaction.
 
-The rows' hashes are already staged (``embedflow.table_plan.stage_hashes``) and
-counted. The ids to write (new, or with another record or vector hash) come
-back to the client; a second pass over the Parquet COPYs only those rows into
-a temporary table, and three statements apply them: DELETE the ids gone from
-the corpus, UPDATE the changed rows, INSERT the new ones. Unchanged rows are not
-written, and the table keeps its oid and its index, which takes the new rows
-in as any insert would. Readers see the old rows until the commit.
-"""
+The rows' hashes are already staged (``embedflow.table_plan.stage_hashes``), and
+one join with the table (``embedflow.table_plan.diff_changes``) counted them and
+brought back the rows to write (new, or with another record or vector hash) and
+to delete. The client reads only the rows to write again (by byte offset in the
+chunks file, by row group in the Parquet: ``embedflow.load.LoadRows.at``) and
+COPYs them into a temporary table; three statements apply the diff: DELETE the
+ids gone from the corpus, UPDATE the changed rows, INSERT the new ones.
+Unchanged rows are not written, and the table keeps its oid and its index,
+which takes the new rows in as any insert would. Readers see the old rows until
+the commit."""
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from embedflow.errors import UserError
 from embedflow.serving import COPY_COLUMNS, copy_sql, copy_types, create_table
-from embedflow.table_plan import HASHES_TABLE, changed_condition
 from embedflow.tables import VectorColumn
 
 log = logging.getLogger(__name__)
 
 ROWS_TABLE = "embedflow_changed_rows"  # temporary: dropped at the end of the transaction
+
+
+# A row's fingerprint: 4 bytes of its record_sha256 and 4 of its vector_sha256. The load's
+# first pass compares each row's with the table's (fetched at 8 bytes a row) and keeps the
+# rows the table cannot hold unchanged, so the diff need not read them again; the join of the
+# full hashes on the server still decides (a fingerprint shared by chance only costs a read).
+FINGERPRINT_DTYPE = np.dtype("<u8")
+
+
+def fingerprint(record_sha256: bytes, vector_sha256: bytes) -> bytes:
+    return record_sha256[:4] + vector_sha256[:4]
+
+
+def table_fingerprints(cursor, table: str) -> np.ndarray:
+    """The sorted fingerprints of ``table``'s rows, by a binary COPY (14 bytes a row)."""
+    from psycopg import sql
+
+    data = bytearray()
+    with cursor.copy(sql.SQL(
+        "COPY (SELECT substring(record_sha256 for 4) || substring(vector_sha256 for 4) FROM {}) "
+        "TO STDOUT (FORMAT BINARY)").format(sql.Identifier(table))) as copy:
+        for block in copy:
+            data += block
+    # binary COPY: a 19-byte header, then per row a field count (2 bytes), a length (4) and the
+    # 8 bytes; a 2-byte trailer
+    fields = np.frombuffer(memoryview(data)[19:-2], dtype=[("count", ">i2"), ("length", ">i4"), ("print", "V8")])
+    if len(fields) and not (fields["length"] == 8).all():
+        raise UserError(f"{table}: a row has no record or vector hash; rerun load with a full reload")
+    return np.sort(fields["print"].view(FINGERPRINT_DTYPE))
 
 
 def lock_for_writing(cursor, table: str, lock_timeout: str) -> None:
@@ -31,17 +63,8 @@ def lock_for_writing(cursor, table: str, lock_timeout: str) -> None:
     cursor.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(table)))
 
 
-def ids_to_write(cursor, table: str) -> set[str]:
-    from psycopg import sql
-
-    return {row_id for (row_id,) in cursor.execute(sql.SQL(
-        "SELECT h.id FROM {hashes} h LEFT JOIN {table} t ON t.id = h.id WHERE t.id IS NULL OR {changed}"
-    ).format(hashes=sql.Identifier(HASHES_TABLE), table=sql.Identifier(table),
-             changed=changed_condition("compare")))}
-
-
-def stage_changed_rows(cursor, rows, wanted: set[str], column: VectorColumn) -> int:
-    """COPY ``rows`` (those whose id is in ``wanted``) into the temporary ROWS_TABLE."""
+def stage_changed_rows(cursor, rows, wanted: list, column: VectorColumn) -> int:
+    """COPY ``rows`` (those ``wanted`` names) into the temporary ROWS_TABLE."""
     from psycopg import sql
 
     cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(ROWS_TABLE)))
@@ -57,14 +80,15 @@ def stage_changed_rows(cursor, rows, wanted: set[str], column: VectorColumn) -> 
     return copied
 
 
-def apply_changes(cursor, table: str) -> dict[str, int]:
-    """DELETE, UPDATE, INSERT from the staged tables; the rows each touched."""
+def apply_changes(cursor, table: str, deleted: list[str]) -> dict[str, int]:
+    """DELETE ``deleted``, UPDATE and INSERT from the staged rows; the rows each touched."""
     from psycopg import sql
 
-    names = {"table": sql.Identifier(table), "hashes": sql.Identifier(HASHES_TABLE), "rows": sql.Identifier(ROWS_TABLE)}
+    names = {"table": sql.Identifier(table), "rows": sql.Identifier(ROWS_TABLE)}
     columns = [name for name in COPY_COLUMNS if name != "id"]
-    cursor.execute(sql.SQL("DELETE FROM {table} t WHERE NOT EXISTS (SELECT FROM {hashes} h WHERE h.id = t.id)")
-                   .format(**names))
+    # statistics of the few staged rows: the planner then joins them by the table's key, not by a scan
+    cursor.execute(sql.SQL("ANALYZE {rows}").format(**names))
+    cursor.execute(sql.SQL("DELETE FROM {table} WHERE id = ANY(%s)").format(**names), (deleted,))
     deleted = cursor.rowcount
     cursor.execute(sql.SQL("UPDATE {table} t SET {assignments} FROM {rows} r WHERE t.id = r.id").format(
         assignments=sql.SQL(", ").join(sql.SQL("{0} = r.{0}").format(sql.Identifier(name)) for name in columns),
@@ -77,12 +101,14 @@ def apply_changes(cursor, table: str) -> dict[str, int]:
     return {"insert": cursor.rowcount, "update": updated, "delete": deleted}
 
 
-def diff_load(cursor, table: str, rows, column: VectorColumn, counts: dict[str, int]) -> dict[str, int]:
-    """Apply the staged diff to ``table``; ``rows(only)``: a fresh pass over the load's rows
-    with these ids. Checks that what was applied is what was counted."""
-    wanted = ids_to_write(cursor, table)
-    stage_changed_rows(cursor, rows(wanted), wanted, column)
-    applied = apply_changes(cursor, table)
+def diff_load(cursor, table: str, rows, column: VectorColumn, counts: dict[str, int],
+              changes: list[tuple[int | None, str, str]]) -> dict[str, int]:
+    """Apply ``changes`` (``embedflow.table_plan.diff_changes``) to ``table``; ``rows``: the
+    load's ``LoadRows``, whose hashes were staged. Checks that what was applied is what was
+    counted."""
+    wanted = [(number, row_id) for number, row_id, kind in changes if kind != "delete"]
+    stage_changed_rows(cursor, rows.at(wanted), wanted, column)
+    applied = apply_changes(cursor, table, [row_id for _, row_id, kind in changes if kind == "delete"])
     expected = {name: counts[name] for name in applied}
     if applied != expected:
         raise UserError(f"{table}: the diff load applied {applied}, but counted {expected}; nothing was changed")

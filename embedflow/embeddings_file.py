@@ -198,6 +198,69 @@ def iter_batches(path: str | Path, batch_rows: int = 8192, columns: tuple[str, .
             )
 
 
+def read_ahead(items: Iterator, depth: int = 2) -> Iterator:
+    """``items`` produced in a thread, up to ``depth`` ahead of the caller: the decoding of
+    the next Parquet batch (pyarrow releases the GIL) overlaps the caller's work on this one.
+    An error in the thread is raised here; closing this iterator stops the thread."""
+    import queue
+    import threading
+
+    ready: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put((done, None))
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+            ready.put((done, error))
+
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def rows_at(path: str | Path, numbers: list[int]) -> Iterator[tuple[int, str, np.ndarray, str]]:
+    """(row number, id, vector, text_sha256) of the rows at ``numbers`` (sorted), reading only
+    the row groups that hold them."""
+    with pq.ParquetFile(path, pre_buffer=False) as parquet:
+        first, taken = 0, 0
+        for group in range(parquet.num_row_groups):
+            end = first + parquet.metadata.row_group(group).num_rows
+            inside = []
+            while taken < len(numbers) and numbers[taken] < end:
+                inside.append(numbers[taken] - first)
+                taken += 1
+            if inside:
+                rows = parquet.read_row_group(group, columns=list(COLUMNS)).take(inside)
+                vectors = fixed_size_list_to_numpy(rows.column("embedding"))
+                for at, chunk_id, vector, text_hash in zip(inside, rows.column("id").to_pylist(), vectors,
+                                                           rows.column("text_sha256").to_pylist()):
+                    yield first + at, chunk_id, vector, text_hash
+            first = end
+        if taken < len(numbers):
+            raise InputError(f"{path}: has {first} rows, no row {numbers[taken]}")
+
+
 def iter_row_groups(path: str | Path) -> Iterator[pa.Table]:
     """A file's row groups as Arrow tables, one at a time, as stored (rule gather)."""
     with pq.ParquetFile(path, pre_buffer=False) as parquet:

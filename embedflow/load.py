@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -24,10 +25,10 @@ from typing import NamedTuple
 import numpy as np
 
 from embedflow.atomic import write_json
-from embedflow.chunks import TEXT_COLUMNS, iter_chunks
+from embedflow.chunks import TEXT_COLUMNS, batched, iter_records, records_at
 from embedflow.database import DatabaseSettings, connect, describe_target, server_versions, table_state
-from embedflow.diff_load import diff_load, lock_for_writing
-from embedflow.embeddings_file import iter_batches, read_metadata, row_count
+from embedflow.diff_load import FINGERPRINT_DTYPE, diff_load, fingerprint, lock_for_writing, table_fingerprints
+from embedflow.embeddings_file import iter_batches, read_ahead, read_metadata, row_count, rows_at
 from embedflow.errors import InputError, UserError
 from embedflow.hashing import sha256_bytes, sha256_file, sha256_record
 from embedflow.provenance import Timer, write_provenance
@@ -46,7 +47,7 @@ from embedflow.serving import (
 from embedflow.snakemake_rule import params_json, run_rule
 from embedflow.table_plan import (
     choose_strategy,
-    diff_counts,
+    diff_changes,
     first_load_counts,
     plan_beside_outcome,
     stage_hashes,
@@ -83,49 +84,108 @@ def _vector_value(precision: str, dim: int):
     return lambda row: Bit(np.unpackbits(row, count=dim))
 
 
-def _joined(chunks_path, parquet_path, skip) -> Iterator[tuple[str, dict, np.ndarray, str]]:
+def _joined(chunks_path, parquet_path, skip, places=None) -> Iterator[tuple[str, dict, np.ndarray, str]]:
     """(id, chunk record, stored vector, text_sha256) in the Parquet's order.
 
     The Parquet holds the selected chunks in input order, a subsequence of the
     chunks file (less the positions in ``skip``, rejected by rule preflight), so
-    both are streamed side by side.
+    both are streamed side by side. ``places``: a list that gets each row's place
+    in the chunks file (``embedflow.chunks.records_at`` reads it again).
     """
-    chunks = iter_chunks(chunks_path, skip=skip)
-    for batch in iter_batches(parquet_path):
+    chunks = iter_records(chunks_path, skip=skip)
+    for batch in read_ahead(iter_batches(parquet_path)):
         for chunk_id, vector, text_hash in zip(batch.ids, batch.vectors, batch.hashes):
-            for chunk in chunks:
-                if chunk.id == chunk_id:
+            for place, record in chunks:
+                if str(record["id"]) == chunk_id:
                     break
             else:
                 raise InputError(
                     f"{parquet_path}: id {chunk_id!r} is not in {chunks_path} (or not in the same "
                     "order); the embeddings do not belong to this chunks file: rerun embed"
                 )
-            yield chunk_id, chunk.record, vector, text_hash
+            if places is not None:
+                places.append(place)
+            yield chunk_id, record, vector, text_hash
 
 
-def joined_rows(
-    chunks_path: str | Path, parquet_path: str | Path, precision: str, dim: int, skip: Collection[int] = (),
-    only: Collection[str] | None = None,
-) -> Iterator[LoadRow]:
-    """Rows for COPY: text and metadata from the chunks file, vectors from the Parquet
-    (``only``: just the rows with these ids, as a diff load's second pass wants)."""
-    from psycopg.types.json import Jsonb
+KEEP_BYTES = 256 << 20  # vectors of changed rows a diff's first pass keeps (the rest are read again)
 
-    to_vector = _vector_value(precision, dim)
-    for chunk_id, record, vector, text_hash in _joined(chunks_path, parquet_path, skip):
-        if only is not None and chunk_id not in only:
-            continue
+
+class LoadRows:
+    """The rows a load of ``parquet_path`` makes: every one in order (iterate: a full load),
+    their hashes (``hashes``: a diff's first pass, which also notes where each row is), and
+    again only the rows a diff writes (``at``), read where the first pass found them."""
+
+    def __init__(self, chunks_path: str | Path, parquet_path: str | Path, precision: str, dim: int,
+                 skip: Collection[int] = ()):
+        self.chunks_path, self.parquet_path, self.skip = chunks_path, parquet_path, skip
+        self.precision, self.dim = precision, dim
+        self.to_vector = _vector_value(precision, dim)
+        self.places = array("q")  # row number -> place in the chunks file, filled by hashes()
+
+    def __iter__(self) -> Iterator[LoadRow]:
+        for chunk_id, record, vector, text_hash in _joined(self.chunks_path, self.parquet_path, self.skip):
+            yield self.row(chunk_id, record, vector, text_hash)
+
+    def hashes(self, known: np.ndarray | None = None) -> Iterator[tuple[str, bytes, bytes]]:
+        """(id, record_sha256, vector_sha256) of every row, in order, without making the rows.
+
+        ``known``: the fingerprints of the rows the table holds (``table_fingerprints``). A
+        row whose fingerprint is not among them is new or changed, so it is made and kept
+        (up to KEEP_BYTES of vectors) for ``at``, which then need not read it again."""
+        del self.places[:]
+        self.kept, self.kept_bytes = {}, 0
+        rows = _joined(self.chunks_path, self.parquet_path, self.skip, self.places)
+        for batch in batched(rows, 4096):
+            digests = [(sha256_record(record), sha256_bytes(vector)) for _, record, vector, _ in batch]
+            if known is not None and self.kept_bytes < KEEP_BYTES:
+                self._keep_unknown(batch, digests, known, first=len(self.places) - len(batch))
+            for (chunk_id, *_), (record_hash, vector_hash) in zip(batch, digests):
+                yield chunk_id, record_hash, vector_hash
+
+    def _keep_unknown(self, batch, digests, known: np.ndarray, first: int) -> None:
+        prints = np.frombuffer(b"".join(fingerprint(*pair) for pair in digests), dtype=FINGERPRINT_DTYPE)
+        at = np.minimum(np.searchsorted(known, prints), max(len(known) - 1, 0))
+        unknown = np.flatnonzero(known[at] != prints) if len(known) else range(len(batch))
+        for offset in unknown:
+            chunk_id, record, vector, text_hash = batch[offset]
+            vector = vector.copy()  # not a view that would keep the whole batch alive
+            self.kept[first + int(offset)] = self.row(chunk_id, record, vector, text_hash, digests[offset])
+            self.kept_bytes += vector.nbytes
+
+    def at(self, wanted: list[tuple[int, str]]) -> Iterator[LoadRow]:
+        """The rows at these (row number, id), after ``hashes``: those it kept, and the others
+        read again, the chunks file only at their places, the Parquet only in their row groups."""
+        ids = dict(wanted)
+        for number in [number for number in ids if number in self.kept]:
+            row = self.kept.pop(number)
+            self._check_same(number, ids.pop(number), row.id)
+            yield row
+        records = records_at(self.chunks_path, (self.places[number] for number in ids))
+        for number, chunk_id, vector, text_hash in rows_at(self.parquet_path, sorted(ids)):
+            record = records[self.places[number]]
+            self._check_same(number, ids[number], chunk_id, str(record["id"]))
+            yield self.row(chunk_id, record, vector, text_hash)
+
+    def _check_same(self, number: int, wanted: str, *found: str) -> None:
+        if any(chunk_id != wanted for chunk_id in found):
+            raise InputError(f"{self.parquet_path} or {self.chunks_path} changed during the load "
+                             f"(row {number} is not {wanted!r} any more): rerun the workflow")
+
+    def row(self, chunk_id: str, record: dict, vector: np.ndarray, text_hash: str, digests=None) -> LoadRow:
+        from psycopg.types.json import Jsonb
+
         metadata = {key: value for key, value in record.items() if key not in TEXT_COLUMNS}
-        yield LoadRow(chunk_id, record["content"], record.get("summary"), Jsonb(metadata), text_hash,
-                      sha256_record(record), sha256_bytes(vector.tobytes()), to_vector(vector))
+        record_hash, vector_hash = digests or (sha256_record(record), sha256_bytes(vector))
+        return LoadRow(chunk_id, record["content"], record.get("summary"), Jsonb(metadata), text_hash,
+                       record_hash, vector_hash, self.to_vector(vector))
 
 
 def row_hashes(chunks_path: str | Path, parquet_path: str | Path, skip: Collection[int] = ()
                ) -> Iterator[tuple[str, bytes, bytes]]:
-    """(id, record_sha256, vector_sha256) of every row joined_rows makes, without making them."""
-    for chunk_id, record, vector, _ in _joined(chunks_path, parquet_path, skip):
-        yield chunk_id, sha256_record(record), sha256_bytes(vector.tobytes())
+    """(id, record_sha256, vector_sha256) of every row a load makes, without making them."""
+    meta = read_metadata(parquet_path)
+    return LoadRows(chunks_path, parquet_path, meta.precision, meta.dim, skip).hashes()
 
 
 def count_and_dim(cursor, table: str, column: VectorColumn) -> tuple[int, int | None]:
@@ -155,24 +215,24 @@ def load_table(
     column = VectorColumn(column_type(meta.precision), meta.dim)
     parquet_sha256 = sha256_file(parquet_path)
     expected = row_count(parquet_path)
-    rows = lambda only=None: joined_rows(chunks_path, parquet_path, meta.precision, meta.dim, skip, only)  # noqa: E731
+    rows = LoadRows(chunks_path, parquet_path, meta.precision, meta.dim, skip)
     started = time.perf_counter()
     with connection.transaction(), connection.cursor() as cursor:
         ensure_registry(connection)
         previous, reason = served_by_workflow(cursor, table, column.sql_type)
         if reason is None:
             lock_for_writing(cursor, table, lock_timeout)
-            stage_hashes(cursor, row_hashes(chunks_path, parquet_path, skip))
-            counts = diff_counts(cursor, table)
+            staged = stage_hashes(cursor, rows.hashes(table_fingerprints(cursor, table)))
+            counts, changes = diff_changes(cursor, table, staged, serving.full_reload_above)
         else:
-            counts = first_load_counts(expected)
+            counts, changes = first_load_counts(expected), None
         strategy, reason = choose_strategy(counts, reason, serving.full_reload_above)
         if strategy == "diff":
-            diff_load(cursor, table, rows, column, counts)
+            diff_load(cursor, table, rows, column, counts, changes)
             index_statement = copy_rate = None
         else:
             log.info("%s: full load (%s)", table, reason)
-            index_statement, copy_rate = full_load(cursor, table, rows(), column, serving, lock_timeout)
+            index_statement, copy_rate = full_load(cursor, table, rows, column, serving, lock_timeout)
         loaded, dim = count_and_dim(cursor, table, column)
         if loaded != expected or (loaded and dim != meta.dim):
             raise UserError(f"{table}: loaded {loaded} rows of {dim} dims, expected {expected} of {meta.dim}")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import write_chunks
-from embedflow.chunks import iter_chunks, select_positions, validate_chunks
+from embedflow.chunks import iter_chunks, iter_records, records_at, select_positions, validate_chunks
 from embedflow.errors import InputError
 
 GOOD = {"id": "a", "content": "first text", "summary": "first"}
@@ -253,3 +253,30 @@ def test_a_file_of_only_bad_chunks_is_refused_even_with_skip(tmp_path):
     path.write_text('{"id": "a"}\n{"id": "b", "content": ""}\n')
     with pytest.raises(InputError, match="none of its 2 chunks can be embedded; the first: has no 'content'"):
         validate_chunks(path, on_bad_chunk="skip")
+
+
+def test_the_load_reader_finds_the_records_iter_chunks_finds_and_reads_them_again_by_place(tmp_path):
+    records = [{"id": f"c{i}", "content": f"text {i}", "n": i} for i in range(6)]
+    # a BOM, blank lines (one of ideographic space, one of an ASCII separator str.strip takes)
+    lines = [json.dumps(r) for r in records]
+    text = "\ufeff" + "\n".join(lines[:2] + ["", "\u3000", "\x1c"] + lines[2:]) + "\n\n"
+    jsonl = tmp_path / "chunks.jsonl"
+    jsonl.write_text(text, encoding="utf-8")
+    array = write_chunks(tmp_path / "chunks.json", records)
+    for path in (jsonl, array):
+        skip = {1, 4}
+        expected = [chunk.record for chunk in iter_chunks(path, skip=skip)]
+        found = list(iter_records(path, skip))
+        assert [record for _, record in found] == expected == [r for i, r in enumerate(records) if i not in skip]
+        places = [place for place, _ in found]
+        assert records_at(path, places[::-1]) == dict(found)
+
+
+def test_the_load_reader_names_the_file_when_a_record_is_no_longer_a_chunk(tmp_path):
+    path = tmp_path / "chunks.jsonl"
+    path.write_text('{"id": "a", "content": "x"}\n{"content": "no id"}\n')
+    with pytest.raises(InputError, match=r"chunks.jsonl: chunk #2 is not a chunk object with an 'id'"):
+        list(iter_records(path))
+    assert [record["id"] for _, record in iter_records(path, skip={1})] == ["a"]
+    with pytest.raises(InputError, match=r"chunks.jsonl: the chunk at byte 28 is not"):
+        records_at(path, [28])

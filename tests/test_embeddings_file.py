@@ -8,7 +8,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter, iter_batches, read_all, read_metadata
+from embedflow.embeddings_file import (
+    EmbeddingsMetadata,
+    EmbeddingsWriter,
+    iter_batches,
+    read_ahead,
+    read_all,
+    read_metadata,
+    rows_at,
+)
+from embedflow.errors import InputError
 
 META = EmbeddingsMetadata(
     model="m", model_source="bundled:x", dim=16, precision="float32", normalized=True,
@@ -81,3 +90,45 @@ def test_missing_metadata_is_named(tmp_path):
     pq.write_table(pa.table({"id": ["a"]}), path)
     with pytest.raises(Exception, match="plain.parquet: Parquet metadata has no 'model'"):
         read_metadata(path)
+
+
+def test_rows_at_reads_the_rows_at_their_numbers_across_row_groups(tmp_path):
+    path = tmp_path / "e.parquet"
+    with EmbeddingsWriter(path, META) as writer:
+        for b in range(4):
+            ids = [f"{b}-{r}" for r in range(5)]
+            writer.write(ids, np.arange(b * 80, b * 80 + 80, dtype=np.float32).reshape(5, 16), [f"h{b}{r}" for r in range(5)])
+    _, everything = read_all(path)
+    numbers = [0, 4, 5, 13, 19]
+    found = list(rows_at(path, numbers))
+    assert [row[0] for row in found] == numbers
+    assert [row[1] for row in found] == [everything.ids[n] for n in numbers]
+    assert [row[3] for row in found] == [everything.hashes[n] for n in numbers]
+    assert np.array_equal(np.stack([row[2] for row in found]), everything.vectors[numbers])
+    with pytest.raises(InputError, match="has 20 rows, no row 20"):
+        list(rows_at(path, [3, 20]))
+
+
+def test_read_ahead_gives_every_item_raises_the_producers_error_and_stops_when_closed():
+    import threading
+
+    assert list(read_ahead(iter(range(50)))) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("broken batch")
+
+    with pytest.raises(ValueError, match="broken batch"):
+        list(read_ahead(failing()))
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield produced[-1]
+
+    ahead = read_ahead(endless(), depth=2)
+    assert [next(ahead) for _ in range(3)] == [0, 1, 2]
+    ahead.close()
+    assert not [t for t in threading.enumerate() if t.name == "read-ahead"]
+    assert len(produced) <= 3 + 2 + 1

@@ -3,12 +3,14 @@ built with their index and swapped in, the plan that predicts them, and readers 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import threading
 
 import numpy as np
+import pytest
 import yaml
 
 from conftest import INDEX_BUILD, REPO, search_plan, table_oid, write_chunks
@@ -390,3 +392,48 @@ def test_readers_see_the_old_table_indexed_until_the_new_one_indexed_replaces_it
     labels = ["old" if ids == old else "new" if ids == new else ids for ids, _ in reader.answers]
     switch = labels.index("new")
     assert labels == ["old"] * switch + ["new"] * (len(labels) - switch) and switch >= 25
+
+
+ROW_COLUMNS = "id, content, summary, metadata::text, text_sha256, record_sha256, vector_sha256, embedding::text"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "read_again"])
+def test_a_diff_load_writes_exactly_what_a_full_load_of_the_same_files_writes(db, tmp_path, monkeypatch, suffix, keep):
+    """The rows a diff writes come from its first pass (kept) or are read again by place (all
+    of them when nothing may be kept): either way the table ends as a full load makes it."""
+    import embedflow.load
+
+    if not keep:
+        monkeypatch.setattr(embedflow.load, "KEEP_BYTES", 0)
+    chunks, vectors = corpus(300, 8)
+    first = write_corpus(tmp_path / "v1", chunks, vectors)
+    new_chunks, new_vectors = edited(chunks, vectors, changed=(0, 150, 299), deleted={7, 8}, added=3)
+    new_chunks[42]["summary"] = "metadata only: same text, same vector"
+    second = write_corpus(tmp_path / "v2", new_chunks, new_vectors)
+    if suffix == ".json":
+        for path in (first, second):
+            path[0].with_suffix(".json").write_text(json.dumps([json.loads(line) for line in path[0].open()]))
+        first, second = [(path[0].with_suffix(".json"), path[1]) for path in (first, second)]
+    table = f"t_same_{suffix[1:]}_{'kept' if keep else 'reread'}"
+    load_table(db, table, first[1], first[0], serving=SERVING)
+    facts = load_table(db, table, second[1], second[0], serving=SERVING)
+    assert (facts["strategy"], facts["inserted"], facts["updated"], facts["deleted"]) == ("diff", 3, 4, 2)
+    load_table(db, "t_same_full", second[1], second[0], serving=SERVING)
+    contents = [db.execute(f"SELECT {ROW_COLUMNS} FROM {name} ORDER BY id").fetchall() for name in (table, "t_same_full")]
+    db.commit()
+    assert len(contents[0]) == 301 and contents[0] == contents[1]
+
+
+def test_a_diff_refuses_rows_whose_ids_are_not_unique(db, tmp_path):
+    from embedflow.errors import UserError
+    from embedflow.table_plan import diff_changes, stage_hashes
+
+    chunks, vectors = corpus(20, 8)
+    first = write_corpus(tmp_path / "v1", chunks, vectors)
+    load_table(db, "t_twice", first[1], first[0], serving=SERVING)
+    hashes = list(parquet_row_hashes(*first))
+    with db.transaction(force_rollback=True), db.cursor() as cursor:
+        staged = stage_hashes(cursor, hashes + [hashes[3]])
+        with pytest.raises(UserError, match="do not have unique ids"):
+            diff_changes(cursor, "t_twice", staged, 0.5)
