@@ -115,7 +115,8 @@ def run_workflow(root: Path, threads: int) -> dict:
     this_run = prov["since_shard_plan"]  # the parts this run made (the others kept)
     return {"wall": wall, "stages": stage_seconds(root, started), "texts": this_run["texts_encoded"],
             "model_s": this_run["model_seconds"], "shards": len(prov["shards"]), "shards_encoding": this_run["shards_run"],
-            "load": {key: loaded[key] for key in ("strategy", "inserted", "updated", "deleted", "unchanged")}}
+            "load": {key: loaded.get(key) for key in ("strategy", "inserted", "updated", "deleted", "unchanged",
+                                                     "records_index_used")}}
 
 
 def plan(root: Path) -> tuple[dict, float]:
@@ -164,7 +165,8 @@ def main() -> None:
                      f"{stages['embed']:.1f} ({stages['embed'] / full['stages']['embed']:.1%})",
                      f"{stages['verify']:.1f}", f"{stages['load']:.1f}", f"{stages['index']:.1f}",
                      f"{li / full_li:.1%}", f"{run['wall']:.1f} ({run['wall'] / full['wall']:.1%})",
-                     "{strategy}: +{inserted} ~{updated} -{deleted}".format(**run["load"])])
+                     "{strategy}: +{inserted} ~{updated} -{deleted}".format(**run["load"])
+                     + (" (records index)" if run["load"]["records_index_used"] else "")])
     print(f"`python benchmarks/edit_rerun.py --rows {args.rows} --edit {args.edit} --threads {args.threads} "
           f"--words {args.words}`\n")
     print(facts_markdown(machine_facts()) + "\n")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -59,6 +59,7 @@ class _Place:
     path: str
     position: int
     line: int | None = None
+    offset: int | None = None  # of its line, in a JSON Lines file
 
     def describe(self, chunk_id: str | None = None, label: bool = True) -> str:
         where = f"{self.path}, line {self.line}" if self.line else self.path
@@ -159,16 +160,18 @@ def _iter_json_lines(path: str) -> Iterator[tuple[_Place, object]]:
     """Each non-blank line; a line that does not parse comes as its ``ChunkError``, so that
     a reader can skip it (on_bad_chunk "skip") or raise it."""
     position = 0
+    offset = bom_length(path)
     with open(path, "rb") as handle:
-        handle.seek(bom_length(path))
+        handle.seek(offset)
         for line_number, raw in enumerate(handle, start=1):
+            start, offset = offset, offset + len(raw)
             try:
                 line, bad = raw.decode("utf-8"), None
             except UnicodeDecodeError as error:
                 line, bad = None, f"not valid UTF-8 (byte {raw[error.start]:#04x} at offset {error.start} of the line)"
             if line is not None and not line.strip():
                 continue
-            place = _Place(path, position, line_number)
+            place = _Place(path, position, line_number, start)
             yield place, ChunkError(place, bad, label=False) if bad else _parse_line(line, place)
             position += 1
 
@@ -242,11 +245,14 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def validate_chunks(
-    path: str | Path, text_field: str = "content", on_bad_chunk: str = "fail", skip: Collection[int] = ()
+    path: str | Path, text_field: str = "content", on_bad_chunk: str = "fail", skip: Collection[int] = (),
+    accepted: Callable[[int, int, str, dict], None] | None = None,
 ) -> CorpusSummary:
     """Read the whole file once. ``fail``: raise ``ChunkError`` at the first bad chunk;
     ``skip``: collect the bad chunks in ``rejected``. Positions in ``skip`` (rejected
-    earlier) are passed over unchecked; a duplicate id rejects its later occurrence."""
+    earlier) are passed over unchecked; a duplicate id rejects its later occurrence.
+    ``accepted(position, place, id, record)`` is called for each accepted chunk, in order
+    (``place`` as ``iter_records`` gives it: rule preflight's records index)."""
     _check_choice("text_field", text_field, TEXT_FIELDS)
     _check_choice("on_bad_chunk", on_bad_chunk, BAD_CHUNK_POLICIES)
     first_position: dict[str, int] = {}
@@ -267,6 +273,8 @@ def validate_chunks(
                     chunk_id,
                     label=False,
                 )
+            if accepted is not None:
+                accepted(place.position, place.position if place.offset is None else place.offset, chunk_id, record)
         except ChunkError as error:
             if on_bad_chunk == "fail":
                 raise

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from array import array
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -32,6 +33,7 @@ from embedflow.embeddings_file import iter_batches, read_ahead, read_metadata, r
 from embedflow.errors import InputError, UserError
 from embedflow.hashing import sha256_bytes, sha256_file, sha256_record
 from embedflow.provenance import Timer, write_provenance
+from embedflow.records_file import indexed_corpus, iter_index
 from embedflow.rejected import rejected_positions
 from embedflow.serving import (
     ServingSettings,
@@ -84,13 +86,12 @@ def _vector_value(precision: str, dim: int):
     return lambda row: Bit(np.unpackbits(row, count=dim))
 
 
-def _joined(chunks_path, parquet_path, skip, places=None) -> Iterator[tuple[str, dict, np.ndarray, str]]:
-    """(id, chunk record, stored vector, text_sha256) in the Parquet's order.
+def _joined(chunks_path, parquet_path, skip) -> Iterator[tuple[str, int, dict, np.ndarray, str]]:
+    """(id, place in the chunks file, chunk record, stored vector, text_sha256) in the Parquet's order.
 
     The Parquet holds the selected chunks in input order, a subsequence of the
     chunks file (less the positions in ``skip``, rejected by rule preflight), so
-    both are streamed side by side. ``places``: a list that gets each row's place
-    in the chunks file (``embedflow.chunks.records_at`` reads it again).
+    both are streamed side by side.
     """
     chunks = iter_records(chunks_path, skip=skip)
     for batch in read_ahead(iter_batches(parquet_path)):
@@ -99,13 +100,27 @@ def _joined(chunks_path, parquet_path, skip, places=None) -> Iterator[tuple[str,
                 if str(record["id"]) == chunk_id:
                     break
             else:
-                raise InputError(
-                    f"{parquet_path}: id {chunk_id!r} is not in {chunks_path} (or not in the same "
-                    "order); the embeddings do not belong to this chunks file: rerun embed"
-                )
-            if places is not None:
-                places.append(place)
-            yield chunk_id, record, vector, text_hash
+                raise _not_in_corpus(parquet_path, chunks_path, chunk_id)
+            yield chunk_id, place, record, vector, text_hash
+
+
+def _indexed(records_path, chunks_path, parquet_path) -> Iterator[tuple[str, int, bytes, np.ndarray, str]]:
+    """(id, place, record_sha256, stored vector, text_sha256) in the Parquet's order, the
+    records' places and hashes from rule preflight's records index (no record parsed)."""
+    index = iter_index(records_path)
+    for batch in read_ahead(iter_batches(parquet_path)):
+        for chunk_id, vector, text_hash in zip(batch.ids, batch.vectors, batch.hashes):
+            for indexed_id, place, record_hash in index:
+                if indexed_id == chunk_id:
+                    break
+            else:
+                raise _not_in_corpus(parquet_path, chunks_path, chunk_id)
+            yield chunk_id, place, record_hash, vector, text_hash
+
+
+def _not_in_corpus(parquet_path, chunks_path, chunk_id: str) -> InputError:
+    return InputError(f"{parquet_path}: id {chunk_id!r} is not in {chunks_path} (or not in the same order); "
+                      "the embeddings do not belong to this chunks file: rerun embed")
 
 
 KEEP_BYTES = 256 << 20  # vectors of changed rows a diff's first pass keeps (the rest are read again)
@@ -114,54 +129,65 @@ KEEP_BYTES = 256 << 20  # vectors of changed rows a diff's first pass keeps (the
 class LoadRows:
     """The rows a load of ``parquet_path`` makes: every one in order (iterate: a full load),
     their hashes (``hashes``: a diff's first pass, which also notes where each row is), and
-    again only the rows a diff writes (``at``), read where the first pass found them."""
+    again only the rows a diff writes (``at``), read where the first pass found them.
+
+    ``records``: rule preflight's records index of the chunks file (``embedflow.records_file``),
+    used when it indexes the corpus the Parquet was embedded from; then a diff parses only the
+    records it writes."""
 
     def __init__(self, chunks_path: str | Path, parquet_path: str | Path, precision: str, dim: int,
-                 skip: Collection[int] = ()):
+                 skip: Collection[int] = (), records: str | Path | None = None, corpus_sha256: str | None = None):
         self.chunks_path, self.parquet_path, self.skip = chunks_path, parquet_path, skip
         self.precision, self.dim = precision, dim
         self.to_vector = _vector_value(precision, dim)
+        usable = records is not None and corpus_sha256 is not None and indexed_corpus(records) == corpus_sha256
+        self.records = records if usable else None
         self.places = array("q")  # row number -> place in the chunks file, filled by hashes()
+        self.kept: dict[int, tuple] = {}
 
     def __iter__(self) -> Iterator[LoadRow]:
-        for chunk_id, record, vector, text_hash in _joined(self.chunks_path, self.parquet_path, self.skip):
+        for chunk_id, _, record, vector, text_hash in _joined(self.chunks_path, self.parquet_path, self.skip):
             yield self.row(chunk_id, record, vector, text_hash)
+
+    def _hashed(self) -> Iterator[tuple[str, int, bytes, np.ndarray, str]]:
+        if self.records is not None:
+            yield from _indexed(self.records, self.chunks_path, self.parquet_path)
+            return
+        for chunk_id, place, record, vector, text_hash in _joined(self.chunks_path, self.parquet_path, self.skip):
+            yield chunk_id, place, sha256_record(record), vector, text_hash
 
     def hashes(self, known: np.ndarray | None = None) -> Iterator[tuple[str, bytes, bytes]]:
         """(id, record_sha256, vector_sha256) of every row, in order, without making the rows.
 
         ``known``: the fingerprints of the rows the table holds (``table_fingerprints``). A
-        row whose fingerprint is not among them is new or changed, so it is made and kept
-        (up to KEEP_BYTES of vectors) for ``at``, which then need not read it again."""
+        row whose fingerprint is not among them is new or changed: its vector is kept (up to
+        KEEP_BYTES) for ``at``, which then need not read the Parquet again for it."""
         del self.places[:]
-        self.kept, self.kept_bytes = {}, 0
-        rows = _joined(self.chunks_path, self.parquet_path, self.skip, self.places)
-        for batch in batched(rows, 4096):
-            digests = [(sha256_record(record), sha256_bytes(vector)) for _, record, vector, _ in batch]
-            if known is not None and self.kept_bytes < KEEP_BYTES:
-                self._keep_unknown(batch, digests, known, first=len(self.places) - len(batch))
+        self.kept, kept_bytes = {}, 0
+        for batch in batched(self._hashed(), 4096):
+            first = len(self.places)
+            digests = [(record_hash, sha256_bytes(vector)) for _, _, record_hash, vector, _ in batch]
+            self.places.extend(place for _, place, *_ in batch)
+            if known is not None and kept_bytes < KEEP_BYTES:
+                for offset in _unknown(digests, known):
+                    chunk_id, _, _, vector, text_hash = batch[offset]
+                    vector = vector.copy()  # not a view that would keep the whole batch alive
+                    self.kept[first + offset] = (chunk_id, vector, text_hash, digests[offset])
+                    kept_bytes += vector.nbytes
             for (chunk_id, *_), (record_hash, vector_hash) in zip(batch, digests):
                 yield chunk_id, record_hash, vector_hash
 
-    def _keep_unknown(self, batch, digests, known: np.ndarray, first: int) -> None:
-        prints = np.frombuffer(b"".join(fingerprint(*pair) for pair in digests), dtype=FINGERPRINT_DTYPE)
-        at = np.minimum(np.searchsorted(known, prints), max(len(known) - 1, 0))
-        unknown = np.flatnonzero(known[at] != prints) if len(known) else range(len(batch))
-        for offset in unknown:
-            chunk_id, record, vector, text_hash = batch[offset]
-            vector = vector.copy()  # not a view that would keep the whole batch alive
-            self.kept[first + int(offset)] = self.row(chunk_id, record, vector, text_hash, digests[offset])
-            self.kept_bytes += vector.nbytes
-
     def at(self, wanted: list[tuple[int, str]]) -> Iterator[LoadRow]:
-        """The rows at these (row number, id), after ``hashes``: those it kept, and the others
-        read again, the chunks file only at their places, the Parquet only in their row groups."""
+        """The rows at these (row number, id), after ``hashes``: their records read at their
+        places in the chunks file; their vectors those it kept, or read again from the row
+        groups that hold them."""
         ids = dict(wanted)
-        for number in [number for number in ids if number in self.kept]:
-            row = self.kept.pop(number)
-            self._check_same(number, ids.pop(number), row.id)
-            yield row
         records = records_at(self.chunks_path, (self.places[number] for number in ids))
+        for number in [number for number in ids if number in self.kept]:
+            chunk_id, vector, text_hash, digests = self.kept.pop(number)
+            record = records[self.places[number]]
+            self._check_same(number, ids.pop(number), chunk_id, str(record["id"]))
+            yield self.row(chunk_id, record, vector, text_hash, digests)
         for number, chunk_id, vector, text_hash in rows_at(self.parquet_path, sorted(ids)):
             record = records[self.places[number]]
             self._check_same(number, ids[number], chunk_id, str(record["id"]))
@@ -179,6 +205,15 @@ class LoadRows:
         record_hash, vector_hash = digests or (sha256_record(record), sha256_bytes(vector))
         return LoadRow(chunk_id, record["content"], record.get("summary"), Jsonb(metadata), text_hash,
                        record_hash, vector_hash, self.to_vector(vector))
+
+
+def _unknown(digests: list[tuple[bytes, bytes]], known: np.ndarray) -> list[int]:
+    """Offsets of the rows whose fingerprint is not in ``known`` (sorted)."""
+    prints = np.frombuffer(b"".join(fingerprint(*pair) for pair in digests), dtype=FINGERPRINT_DTYPE)
+    if not len(known):
+        return list(range(len(digests)))
+    at = np.minimum(np.searchsorted(known, prints), len(known) - 1)
+    return np.flatnonzero(known[at] != prints).tolist()
 
 
 def row_hashes(chunks_path: str | Path, parquet_path: str | Path, skip: Collection[int] = ()
@@ -207,15 +242,20 @@ def load_table(
     lock_timeout: str | None = None,
     skip: Collection[int] = (),
     serving: ServingSettings | None = None,
+    records: str | Path | None = None,
 ) -> dict:
-    """Make ``table`` hold the contents of ``parquet_path``; returns the marker's facts."""
+    """Make ``table`` hold the contents of ``parquet_path``; returns the marker's facts.
+    ``records``: rule preflight's records index of ``chunks_path`` (see ``LoadRows``)."""
     serving = serving or ServingSettings()
     lock_timeout = lock_timeout or serving.lock_timeout
     meta = read_metadata(parquet_path)
     column = VectorColumn(column_type(meta.precision), meta.dim)
-    parquet_sha256 = sha256_file(parquet_path)
+    # hashed meanwhile in a thread (hashlib lets go of the GIL): 0.15 s a 100 k x 384 file
+    hashing = ThreadPoolExecutor(1, thread_name_prefix="sha256")
+    parquet_digest = hashing.submit(sha256_file, parquet_path)
+    hashing.shutdown(wait=False)
     expected = row_count(parquet_path)
-    rows = LoadRows(chunks_path, parquet_path, meta.precision, meta.dim, skip)
+    rows = LoadRows(chunks_path, parquet_path, meta.precision, meta.dim, skip, records, meta.corpus_sha256)
     started = time.perf_counter()
     with connection.transaction(), connection.cursor() as cursor:
         ensure_registry(connection)
@@ -238,6 +278,7 @@ def load_table(
             raise UserError(f"{table}: loaded {loaded} rows of {dim} dims, expected {expected} of {meta.dim}")
         state = table_state(cursor, table)
         changed = counts["insert"] + counts["update"] + counts["delete"] if strategy == "diff" else None
+        parquet_sha256 = parquet_digest.result()
         record_load(cursor, table, meta, column, loaded, parquet_sha256, state["oid"], vectors_identity(parquet_path),
                     changed)
     seconds = time.perf_counter() - started
@@ -260,6 +301,9 @@ def load_table(
         "updated": counts["update"],
         "deleted": counts["delete"],
         "unchanged": counts["keep"],
+        # the index is usable when it indexes the corpus the Parquet was embedded from; a diff uses it
+        "records_index": str(rows.records) if rows.records is not None else None,
+        "records_index_used": rows.records is not None and strategy == "diff",
         "index_built_with_table": index_statement,
         "copy_rows_per_second": copy_rate,
         "replaced": previous["column_type"] if previous and strategy == "full" else None,
@@ -300,7 +344,7 @@ def main(snakemake) -> None:
     skip = rejected_positions(snakemake.input.rejected)
     with connect(database) as connection:
         facts = load_table(connection, table, snakemake.input.parquet, snakemake.input.chunks, skip=skip,
-                           serving=serving)
+                           serving=serving, records=snakemake.input.records)
         facts["server"] = server_versions(connection)
     facts["database"] = describe_target(database)
     facts["parquet"] = str(snakemake.input.parquet)
@@ -311,7 +355,8 @@ def main(snakemake) -> None:
         wildcards=dict(snakemake.wildcards),
         config={"table": table, "database": facts["database"],
                 "serving (how, not what: does not change the output)": params_json(snakemake, "serving")},
-        inputs=[snakemake.input.parquet, snakemake.input.chunks, snakemake.input.rejected, snakemake.input.report],
+        inputs=[snakemake.input.parquet, snakemake.input.chunks, snakemake.input.rejected, snakemake.input.records,
+                snakemake.input.report],
         timing=timer.stop().record(facts["rows"]),
         extra={"server": facts["server"], "corpus": {"rejected": len(skip), "rejected_file": snakemake.input.rejected},
                "plan": plan_beside_outcome(table, read_metadata(snakemake.input.parquet).corpus_sha256, facts)},

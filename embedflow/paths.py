@@ -17,6 +17,8 @@ RESULTS = "results"
 # on_bad_chunk: skip leaves out (<corpus>: the chunks file's name without suffix)
 PREFLIGHT = f"{RESULTS}/preflight.json"
 REJECTED = f"{RESULTS}/rejected/{{corpus}}.jsonl"
+# and the accepted ones: id, place in the file and record hash of each (embedflow.records_file)
+RECORDS = f"{RESULTS}/records/{{corpus}}.parquet"
 
 # embedflow plan: its last prediction, which embed's provenance shows beside the outcome
 PLAN = f"{RESULTS}/plan.json"
@@ -65,6 +67,10 @@ DECISION = f"{RESULTS}/eval/decision"  # .md and .json
 
 def rejected_path(chunks: str) -> str:
     return REJECTED.format(corpus=PurePath(chunks).stem)
+
+
+def records_path(chunks: str) -> str:
+    return RECORDS.format(corpus=PurePath(chunks).stem)
 
 
 def shard_plan_path(chunks: str) -> str:

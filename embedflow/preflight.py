@@ -9,7 +9,9 @@ Every model job (embed, train_head, encode_queries, probe) waits for it:
 * the disk: the outputs still to make, estimated, against the free space of
   the file systems they go to (``estimate_outputs``).
 
-It writes ``results/preflight.json`` with what it found. It reruns when the
+It writes ``results/preflight.json`` with what it found, and the records index
+of the accepted chunks (``embedflow.records_file``: each one's id, place in the
+file and record hash), which a load reads instead of parsing every record. It reruns when the
 chunks file or the text field changes, which rerun every rule that reads the
 corpus anyway. What is cheap to check at every run is checked when the run
 starts instead (``embedflow.onstart``): the query set, the pairs files and
@@ -29,9 +31,11 @@ from pathlib import Path
 from embedflow.atomic import write_json
 from embedflow.bundled import BUNDLED_PREFIX, bundled_folder
 from embedflow.chunks import validate_chunks
-from embedflow.errors import UserError
+from embedflow.errors import InputError, UserError
+from embedflow.hashing import sha256_file
 from embedflow.precision import get_precision
 from embedflow.provenance import Timer, write_provenance
+from embedflow.records_file import RecordsWriter
 from embedflow.rejected import write_rejected
 from embedflow.snakemake_rule import params_json, run_rule
 from embedflow.tables import column_type
@@ -195,7 +199,11 @@ def main(snakemake) -> None:
     timer = Timer()
     text_field, policy = snakemake.params.text_field, snakemake.params.on_bad_chunk
     chunks = snakemake.input.chunks
-    summary = validate_chunks(chunks, text_field, policy)
+    corpus_sha256 = sha256_file(chunks)
+    with RecordsWriter(snakemake.output.records, corpus_sha256) as records:
+        summary = validate_chunks(chunks, text_field, policy, accepted=records.add)
+        if summary.sha256 != corpus_sha256:
+            raise InputError(f"{chunks} changed while rule preflight read it; run the workflow again")
     for record in summary.rejected:
         log.warning("rejected %s: chunk #%d (id %s): %s", chunks, record["position"] + 1,
                     "unknown" if record["id"] is None else repr(record["id"]), record["reason"])
@@ -213,7 +221,7 @@ def main(snakemake) -> None:
     }
     write_json(snakemake.output.report, facts)
     timer.stop()
-    for output in (snakemake.output.report, snakemake.output.rejected):
+    for output in (snakemake.output.report, snakemake.output.rejected, snakemake.output.records):
         write_provenance(
             output,
             rule=snakemake.rule,

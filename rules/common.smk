@@ -41,6 +41,7 @@ from embedflow.paths import (
     VERIFY_REPORT,
     embeddings_path,
     provenance_of,
+    records_path,
     rejected_path,
     shard_part_path,
     shard_plan_path,
@@ -98,6 +99,8 @@ INDEX_UNTRACKED_KEYS = (*INDEX_BUILD_KEYS, "remeasure_recall_above")
 check_table_names(config["database"]["table"], config["models"], LOADABLE_PRECISIONS)
 # The chunks on_bad_chunk: skip leaves out (rule preflight; empty when none).
 REJECTED = rejected_path(config["chunks"])
+# The accepted ones' ids, places and record hashes (rule preflight), which load reads.
+RECORDS = records_path(config["chunks"])
 # The windows and shards of the corpus (checkpoint shard_plan, shared by every model).
 SHARD_PLAN = shard_plan_path(config["chunks"])
 # What the run's start checks, when its jobs read them (check_this_run).

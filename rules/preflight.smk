@@ -10,8 +10,10 @@ rule preflight:
     output:
         report=PREFLIGHT,
         rejected=REJECTED,
+        records=RECORDS,
         provenance=provenance_of(PREFLIGHT),
         rejected_provenance=provenance_of(REJECTED),
+        records_provenance=provenance_of(RECORDS),
     log:
         "results/logs/preflight.log",
     conda:

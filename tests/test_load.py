@@ -83,10 +83,13 @@ def test_bfloat16_is_loaded_as_halfvec_with_its_values(db, db_corpus):
     assert np.abs(loaded[~normal] - expected[~normal]).max(initial=0) <= 2.0**-25
 
 
-def _copy_writing_rows(db) -> tuple[int, int] | None:
-    """(backend pid, rows so far) of a COPY FROM on this server that has written rows, if any."""
+def _copy_writing_rows(db, into: str | None = None) -> tuple[int, int] | None:
+    """(backend pid, rows so far) of a COPY FROM on this server that has written rows (into
+    table ``into``, when given), if any."""
     row = db.execute(
-        "SELECT pid, tuples_processed FROM pg_stat_progress_copy WHERE command = 'COPY FROM' AND tuples_processed > 0"
+        "SELECT p.pid, p.tuples_processed FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid) "
+        "WHERE p.command = 'COPY FROM' AND p.tuples_processed > 0 AND (%s::text IS NULL OR a.query LIKE %s)",
+        (into, f'COPY "{into}"%'),
     ).fetchone()
     db.commit()  # statistics views are read anew in each transaction
     return row

@@ -3,7 +3,6 @@ built with their index and swapped in, the plan that predicts them, and readers 
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -43,11 +42,15 @@ def unit_vectors(rng, rows: int, dim: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def write_corpus(folder, chunks: list[dict], vectors: np.ndarray):
-    """A chunks file and its float32 embeddings file; returns (chunks path, Parquet path)."""
-    chunks_path = write_chunks(folder / "chunks.jsonl", chunks)
+def write_corpus(folder, chunks: list[dict], vectors: np.ndarray, suffix: str = ".jsonl"):
+    """A chunks file (JSON Lines, or a JSON array) and its float32 embeddings file, which names
+    the chunks file's sha256 as embed's do; returns (chunks path, Parquet path)."""
+    from embedflow.hashing import sha256_file
+
+    chunks_path = write_chunks(folder / f"chunks{suffix}", chunks)
     parquet = folder / "embeddings.parquet"
-    meta = EmbeddingsMetadata("synthetic", "none", vectors.shape[1], "float32", True, "float32", "content", "0" * 64)
+    meta = EmbeddingsMetadata("synthetic", "none", vectors.shape[1], "float32", True, "float32", "content",
+                              sha256_file(chunks_path))
     with EmbeddingsWriter(parquet, meta) as writer:
         for start in range(0, len(chunks), 5000):
             part = chunks[start:start + 5000]
@@ -257,9 +260,21 @@ def test_a_changed_model_predicts_every_row_updated(db, tmp_path):
     assert (same["strategy"], same["keep"]) == ("diff", 50)
 
 
-def child_load(embedded_db, table: str, parquet, chunks, marker) -> subprocess.Popen:
-    """A load in its own process (as rule load runs it), writing its marker after the commit."""
+def child_load(embedded_db, table: str, parquet, chunks, marker, paced: str) -> subprocess.Popen:
+    """A load in its own process (as rule load runs it), writing its marker after the commit.
+    Its rows go to COPY as they would, but ``paced`` (``LoadRows.hashes``: a diff's first
+    pass; ``LoadRows.__iter__``: a full load) pauses at every 500th row, so that a test can
+    stop it in that COPY whatever the machine's speed."""
     code = "\n".join([
+        "import time",
+        "import embedflow.load",
+        f"unpaced = embedflow.load.LoadRows.{paced}",
+        "def paced(self, *args):",
+        "    for number, row in enumerate(unpaced(self, *args)):",
+        "        if number % 500 == 499:",
+        "            time.sleep(0.1)",
+        "        yield row",
+        f"embedflow.load.LoadRows.{paced} = paced",
         "from embedflow.atomic import write_json",
         "from embedflow.database import DatabaseSettings, connect",
         "from embedflow.index import IndexSettings",
@@ -273,9 +288,10 @@ def child_load(embedded_db, table: str, parquet, chunks, marker) -> subprocess.P
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
 
 
-def freeze_in_copy(db, child) -> tuple[int, str]:
-    """Stop ``child`` while its COPY writes rows; (its backend's pid, the COPY statement)."""
-    backend, _ = _poll(lambda: _copy_writing_rows(db), "its COPY was seen writing rows", child)
+def freeze_in_copy(db, child, into: str) -> tuple[int, str]:
+    """Stop ``child`` while its COPY into table ``into`` writes rows; (its backend's pid, the
+    COPY statement)."""
+    backend, _ = _poll(lambda: _copy_writing_rows(db, into), f"its COPY into {into} was seen writing rows", child)
     child.send_signal(signal.SIGSTOP)  # frozen mid-COPY: it can neither finish nor commit
     copying = db.execute(
         "SELECT a.query FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid) WHERE p.pid = %s", (backend,)
@@ -295,9 +311,9 @@ def test_a_killed_diff_load_leaves_the_table_its_index_and_its_marker(db, embedd
     before = table_oid(db, table), index_oid(db, table), row_versions(db, table)
     new_chunks, new_vectors = edited(chunks, vectors, changed=(5,), deleted={7}, added=1)
     second = write_corpus(tmp_path / "v2", new_chunks, new_vectors)
-    child = child_load(embedded_db, table, second[1], second[0], marker)
+    child = child_load(embedded_db, table, second[1], second[0], marker, paced="hashes")
     try:
-        backend, copying = freeze_in_copy(db, child)
+        backend, copying = freeze_in_copy(db, child, "embedflow_row_hashes")
         assert copying.startswith('COPY "embedflow_row_hashes"'), copying  # the diff's first pass
         child.kill()
         child.wait()
@@ -369,9 +385,9 @@ def test_readers_see_the_old_table_indexed_until_the_new_one_indexed_replaces_it
     reader.start()
     try:
         reader.after(5)
-        child = child_load(embedded_db, table, second[1], second[0], tmp_path / "marker.json")
+        child = child_load(embedded_db, table, second[1], second[0], tmp_path / "marker.json", paced="__iter__")
         try:
-            freeze_in_copy(db, child)
+            freeze_in_copy(db, child, f"{table}__staging")  # the new table, built beside the old
             reader.after(len(reader.answers) + 20)  # the new table is being built: the old one answers
             child.send_signal(signal.SIGCONT)
             assert child.wait(timeout=120) == 0
@@ -407,14 +423,10 @@ def test_a_diff_load_writes_exactly_what_a_full_load_of_the_same_files_writes(db
     if not keep:
         monkeypatch.setattr(embedflow.load, "KEEP_BYTES", 0)
     chunks, vectors = corpus(300, 8)
-    first = write_corpus(tmp_path / "v1", chunks, vectors)
+    first = write_corpus(tmp_path / "v1", chunks, vectors, suffix)
     new_chunks, new_vectors = edited(chunks, vectors, changed=(0, 150, 299), deleted={7, 8}, added=3)
     new_chunks[42]["summary"] = "metadata only: same text, same vector"
-    second = write_corpus(tmp_path / "v2", new_chunks, new_vectors)
-    if suffix == ".json":
-        for path in (first, second):
-            path[0].with_suffix(".json").write_text(json.dumps([json.loads(line) for line in path[0].open()]))
-        first, second = [(path[0].with_suffix(".json"), path[1]) for path in (first, second)]
+    second = write_corpus(tmp_path / "v2", new_chunks, new_vectors, suffix)
     table = f"t_same_{suffix[1:]}_{'kept' if keep else 'reread'}"
     load_table(db, table, first[1], first[0], serving=SERVING)
     facts = load_table(db, table, second[1], second[0], serving=SERVING)
@@ -437,3 +449,32 @@ def test_a_diff_refuses_rows_whose_ids_are_not_unique(db, tmp_path):
         staged = stage_hashes(cursor, hashes + [hashes[3]])
         with pytest.raises(UserError, match="do not have unique ids"):
             diff_changes(cursor, "t_twice", staged, 0.5)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_diff_load_from_preflights_records_index_writes_what_one_that_parses_writes(db, tmp_path, suffix):
+    from embedflow.chunks import validate_chunks
+    from embedflow.hashing import sha256_file
+    from embedflow.records_file import RecordsWriter
+
+    def indexed(chunks_path, index):
+        with RecordsWriter(index, sha256_file(chunks_path)) as records:
+            validate_chunks(chunks_path, accepted=records.add)
+        return index
+
+    chunks, vectors = corpus(300, 8)
+    first = write_corpus(tmp_path / "v1", chunks, vectors, suffix)
+    new_chunks, new_vectors = edited(chunks, vectors, changed=(1, 100, 298), deleted={50}, added=2)
+    second = write_corpus(tmp_path / "v2", new_chunks, new_vectors, suffix)
+    stale = indexed(first[0], tmp_path / "v1" / "index.parquet")
+    fresh = indexed(second[0], tmp_path / "v2" / "index.parquet")
+    tables = {f"t_{kind}_{suffix[1:]}": records for kind, records in (("indexed", fresh), ("parsed", None),
+                                                                        ("stale", stale))}
+    for table, records in tables.items():
+        assert load_table(db, table, first[1], first[0], serving=SERVING)["strategy"] == "full"
+        facts = load_table(db, table, second[1], second[0], serving=SERVING, records=records)
+        assert (facts["strategy"], facts["inserted"], facts["updated"], facts["deleted"]) == ("diff", 2, 3, 1)
+        assert facts["records_index_used"] is (records == fresh)  # a stale index is not trusted
+    contents = [db.execute(f"SELECT {ROW_COLUMNS} FROM {name} ORDER BY id").fetchall() for name in tables]
+    db.commit()
+    assert len(contents[0]) == 301 and contents[0] == contents[1] == contents[2]

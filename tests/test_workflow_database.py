@@ -11,6 +11,8 @@ from conftest import job_counts
 def test_a_dropped_table_is_drift_and_the_next_run_restores_exactly_it(small_run):
     marker = json.loads(small_run.path("results/db/minilm_float32.loaded.json").read_text())
     assert marker["rows"] == 12 and marker["column_type"] == "vector(384)"
+    # preflight's records index names the corpus gather's file was embedded from: a diff would use it
+    assert marker["records_index"] == "results/records/chunks.parquet"
     untouched = small_run.path("results/db/minilm_binary.index.json").stat().st_mtime_ns
     dropped = small_run.embedflow("psql", "-c", "DROP TABLE minilm_float32")
     assert dropped.returncode == 0, dropped.stderr
