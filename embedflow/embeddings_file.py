@@ -217,20 +217,25 @@ def read_ahead(items: Iterator, depth: int = 2) -> Iterator:
     stop = threading.Event()
     done = object()
 
+    def offer(entry) -> bool:
+        """Put ``entry`` when there is room; False once the caller has stopped (never blocks
+        for good: the caller may be gone)."""
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce():
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        ready.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer((item, None)):
                     return
-            ready.put((done, None))
+            offer((done, None))
         except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
-            ready.put((done, error))
+            offer((done, error))
 
     thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
     thread.start()

@@ -111,6 +111,7 @@ def test_rows_at_reads_the_rows_at_their_numbers_across_row_groups(tmp_path):
 
 def test_read_ahead_gives_every_item_raises_the_producers_error_and_stops_when_closed():
     import threading
+    import time
 
     assert list(read_ahead(iter(range(50)))) == list(range(50))
 
@@ -132,3 +133,15 @@ def test_read_ahead_gives_every_item_raises_the_producers_error_and_stops_when_c
     ahead.close()
     assert not [t for t in threading.enumerate() if t.name == "read-ahead"]
     assert len(produced) <= 3 + 2 + 1
+    # closed while the producer, done, waits to say so on a full queue: it must not wait for good
+    finite = read_ahead(iter(range(3)), depth=2)
+    assert next(finite) == 0
+    deadline = time.monotonic() + 10
+    while not (finite_thread := [t for t in threading.enumerate() if t.name == "read-ahead"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # the producer has put 1 and 2 and is offering the end
+    closer = threading.Thread(target=finite.close)
+    closer.start()
+    closer.join(timeout=10)
+    assert not closer.is_alive(), "closing waited for a producer blocked on a full queue"
+    assert finite_thread and not finite_thread[0].is_alive()
