@@ -27,9 +27,9 @@ text_sha256, embedding vector(dim)):
   round trip per row).
 * ``execute_values``: psycopg2 ``extras.execute_values`` (page size 1,000), same rows
   as ``psycopg2``; for reference, no target.
-* ``embedflow_patched`` (diagnosis): ``load_table`` with three costs monkeypatched
-  away (sha256 of the Parquet before the clock, a lean chunks reader, no
-  ``count(*)`` after COPY); see ``run_embedflow_patched``.
+* ``embedflow_patched`` (diagnosis): ``load_table`` with two costs monkeypatched
+  away (sha256 of the Parquet before the clock, no ``count(*)`` after COPY);
+  see ``run_embedflow_patched``.
 
 Fairness: every variant reads its input files *inside* the timed region
 (embedflow streams them; the bare scripts read them first, and that read is
@@ -114,27 +114,12 @@ def run_embedflow(connection, chunks, parquet, rows, dim) -> dict:
             "internal_seconds": facts["seconds"]}
 
 
-class _LeanChunk(tuple):
-    __slots__ = ()
-    id = property(lambda self: self[0])
-    record = property(lambda self: self[1])
-
-
-def _lean_chunks(path, text_field="content", positions=None):
-    """What joined_rows needs of iter_chunks, without a _Place and a frozen Chunk per line."""
-    with open(path, "rb") as handle:
-        for line in handle:
-            if line.strip():
-                record = json.loads(line)
-                yield _LeanChunk((str(record["id"]), record))
-
-
 def run_embedflow_patched(connection, chunks, parquet, rows, dim) -> dict:
-    """Diagnosis, not a target: load_table with three of its costs taken out by monkeypatching,
+    """Diagnosis, not a target: load_table with two of its costs taken out by monkeypatching,
     to show what fixing them would give. (1) sha256 of the Parquet: computed before the clock
-    (as if hashed in a thread during COPY, or taken from the embed/convert provenance);
-    (2) iter_chunks: a lean reader (json.loads per line, no _Place / frozen Chunk per line);
-    (3) count_and_dim: the row count from the Parquet footer (the real fix: COPY's rowcount;
+    (load_table hashes it in a thread during the load since 84e8b1f; a lean chunks reader,
+    this function's third patch until then, is load_table's own reader now);
+    (2) count_and_dim: the row count from the Parquet footer (the real fix: COPY's rowcount;
     the vector(dim) column already enforces the dim)."""
     from unittest import mock
 
@@ -144,7 +129,6 @@ def run_embedflow_patched(connection, chunks, parquet, rows, dim) -> dict:
     digest = sha256_file(parquet)
     meta_dim = dim
     with mock.patch.object(load, "sha256_file", lambda path: digest), \
-            mock.patch.object(load, "iter_chunks", _lean_chunks), \
             mock.patch.object(load, "count_and_dim", lambda cursor, table, column: (load.row_count(parquet), meta_dim)):
         started = time.perf_counter()
         facts = load.load_table(connection, TABLES["embedflow_patched"], parquet, chunks)
