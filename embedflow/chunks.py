@@ -61,6 +61,12 @@ class _Place:
     line: int | None = None
     offset: int | None = None  # of its line, in a JSON Lines file
 
+    @property
+    def place(self) -> int:
+        """Where ``records_at`` finds the record again: its line's byte offset in a JSON
+        Lines file, its position in a JSON array."""
+        return self.position if self.offset is None else self.offset
+
     def describe(self, chunk_id: str | None = None, label: bool = True) -> str:
         where = f"{self.path}, line {self.line}" if self.line else self.path
         if not label:
@@ -274,7 +280,7 @@ def validate_chunks(
                     label=False,
                 )
             if accepted is not None:
-                accepted(place.position, place.position if place.offset is None else place.offset, chunk_id, record)
+                accepted(place.position, place.place, chunk_id, record)
         except ChunkError as error:
             if on_bad_chunk == "fail":
                 raise
@@ -348,16 +354,10 @@ def iter_chunks(
 def iter_records(path: str | Path, skip: Collection[int] = ()) -> Iterator[tuple[int, dict]]:
     """(place, record) of each chunk but those at the positions in ``skip``, in input order,
     for a reader of a file rule preflight has checked (the load), without the checks and the
-    ``Chunk`` of ``iter_chunks``. ``place`` is where ``records_at`` finds the record again:
-    the byte offset of its line in a JSON Lines file, its position in a JSON array."""
-    if not is_json_lines(path):
-        for place, record in _iter_raw(path):
-            if place.position not in skip:
-                yield place.position, _checked_record(path, place.position, record)
-        return
-    for position, offset, raw in _json_lines_at(path):
-        if position not in skip:
-            yield offset, _checked_record(path, position, _parse_bytes(raw))
+    ``Chunk`` of ``iter_chunks``; ``place``: ``_Place.place``."""
+    for place, record in _iter_raw(path):
+        if place.position not in skip:
+            yield place.place, _checked_record(path, f"chunk #{place.position + 1}", record)
 
 
 def records_at(path: str | Path, places: Iterable[int]) -> dict[int, dict]:
@@ -366,48 +366,22 @@ def records_at(path: str | Path, places: Iterable[int]) -> dict[int, dict]:
     places = sorted(set(places))
     if not is_json_lines(path):
         by_position = {place.position: record for place, record in _iter_raw(path)} if places else {}
-        return {place: _checked_record(path, place, by_position.get(place)) for place in places}
+        return {place: _checked_record(path, f"chunk #{place + 1}", by_position.get(place)) for place in places}
     found = {}
     with open(path, "rb") as handle:
         for offset in places:
             handle.seek(offset)
-            found[offset] = _checked_record(path, f"at byte {offset}", _parse_bytes(handle.readline()))
+            try:
+                record = json.loads(handle.readline().decode("utf-8"))
+            except (ValueError, RecursionError):
+                record = None
+            found[offset] = _checked_record(path, f"the chunk at byte {offset}", record)
     return found
 
 
-def _json_lines_at(path: str) -> Iterator[tuple[int, int, bytes]]:
-    """(position, byte offset, line) of each non-blank line, positions counted as
-    ``_iter_json_lines`` counts them."""
-    offset = bom_length(path)
-    position = 0
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        for raw in handle:
-            start, offset = offset, offset + len(raw)
-            if raw[:1] != b"{" and _blank(raw):
-                continue
-            yield position, start, raw
-            position += 1
-
-
-def _blank(raw: bytes) -> bool:
-    try:
-        return not raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return False
-
-
-def _parse_bytes(raw: bytes) -> object:
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):
-        return None
-
-
-def _checked_record(path, where, record) -> dict:
+def _checked_record(path, where: str, record) -> dict:
     if type(record) is not dict or "id" not in record:
-        shown = f"chunk #{where + 1}" if isinstance(where, int) else f"the chunk {where}"
-        raise InputError(f"{path}: {shown} is not a chunk object with an 'id' any more: the file changed "
+        raise InputError(f"{path}: {where} is not a chunk object with an 'id' any more: the file changed "
                          "after rule preflight checked it; rerun the workflow")
     return record
 

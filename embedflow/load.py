@@ -86,41 +86,33 @@ def _vector_value(precision: str, dim: int):
     return lambda row: Bit(np.unpackbits(row, count=dim))
 
 
-def _joined(chunks_path, parquet_path, skip) -> Iterator[tuple[str, int, dict, np.ndarray, str]]:
-    """(id, place in the chunks file, chunk record, stored vector, text_sha256) in the Parquet's order.
+def _aligned(chunks_path, parquet_path, entries) -> Iterator[tuple[str, int, object, np.ndarray, str]]:
+    """(id, place in the chunks file, entry, stored vector, text_sha256) in the Parquet's order.
 
-    The Parquet holds the selected chunks in input order, a subsequence of the
-    chunks file (less the positions in ``skip``, rejected by rule preflight), so
-    both are streamed side by side.
+    ``entries``: (id, place, entry) of the chunks in file order (less those rule preflight
+    rejected). The Parquet holds the selected chunks in input order, a subsequence of them,
+    so both are streamed side by side.
     """
-    chunks = iter_records(chunks_path, skip=skip)
     for batch in read_ahead(iter_batches(parquet_path)):
         for chunk_id, vector, text_hash in zip(batch.ids, batch.vectors, batch.hashes):
-            for place, record in chunks:
-                if str(record["id"]) == chunk_id:
+            for entry_id, place, entry in entries:
+                if entry_id == chunk_id:
                     break
             else:
-                raise _not_in_corpus(parquet_path, chunks_path, chunk_id)
-            yield chunk_id, place, record, vector, text_hash
+                raise InputError(f"{parquet_path}: id {chunk_id!r} is not in {chunks_path} (or not in the same "
+                                 "order); the embeddings do not belong to this chunks file: rerun embed")
+            yield chunk_id, place, entry, vector, text_hash
+
+
+def _joined(chunks_path, parquet_path, skip) -> Iterator[tuple[str, int, dict, np.ndarray, str]]:
+    """_aligned with each chunk's record, read from the chunks file."""
+    records = ((str(record["id"]), place, record) for place, record in iter_records(chunks_path, skip=skip))
+    return _aligned(chunks_path, parquet_path, records)
 
 
 def _indexed(records_path, chunks_path, parquet_path) -> Iterator[tuple[str, int, bytes, np.ndarray, str]]:
-    """(id, place, record_sha256, stored vector, text_sha256) in the Parquet's order, the
-    records' places and hashes from rule preflight's records index (no record parsed)."""
-    index = iter_index(records_path)
-    for batch in read_ahead(iter_batches(parquet_path)):
-        for chunk_id, vector, text_hash in zip(batch.ids, batch.vectors, batch.hashes):
-            for indexed_id, place, record_hash in index:
-                if indexed_id == chunk_id:
-                    break
-            else:
-                raise _not_in_corpus(parquet_path, chunks_path, chunk_id)
-            yield chunk_id, place, record_hash, vector, text_hash
-
-
-def _not_in_corpus(parquet_path, chunks_path, chunk_id: str) -> InputError:
-    return InputError(f"{parquet_path}: id {chunk_id!r} is not in {chunks_path} (or not in the same order); "
-                      "the embeddings do not belong to this chunks file: rerun embed")
+    """_aligned with each chunk's record_sha256, from rule preflight's records index (no record parsed)."""
+    return _aligned(chunks_path, parquet_path, iter_index(records_path))
 
 
 KEEP_BYTES = 256 << 20  # vectors of changed rows a diff's first pass keeps (the rest are read again)

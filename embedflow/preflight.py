@@ -31,8 +31,7 @@ from pathlib import Path
 from embedflow.atomic import write_json
 from embedflow.bundled import BUNDLED_PREFIX, bundled_folder
 from embedflow.chunks import validate_chunks
-from embedflow.errors import InputError, UserError
-from embedflow.hashing import sha256_file
+from embedflow.errors import UserError
 from embedflow.precision import get_precision
 from embedflow.provenance import Timer, write_provenance
 from embedflow.records_file import RecordsWriter
@@ -199,11 +198,9 @@ def main(snakemake) -> None:
     timer = Timer()
     text_field, policy = snakemake.params.text_field, snakemake.params.on_bad_chunk
     chunks = snakemake.input.chunks
-    corpus_sha256 = sha256_file(chunks)
-    with RecordsWriter(snakemake.output.records, corpus_sha256) as records:
+    with RecordsWriter(snakemake.output.records) as records:
         summary = validate_chunks(chunks, text_field, policy, accepted=records.add)
-        if summary.sha256 != corpus_sha256:
-            raise InputError(f"{chunks} changed while rule preflight read it; run the workflow again")
+        records.corpus_sha256 = summary.sha256
     for record in summary.rejected:
         log.warning("rejected %s: chunk #%d (id %s): %s", chunks, record["position"] + 1,
                     "unknown" if record["id"] is None else repr(record["id"]), record["reason"])

@@ -31,19 +31,19 @@ BATCH_ROWS = 65_536
 
 
 class RecordsWriter:
-    """Context manager: ``add`` per accepted chunk (``validate_chunks(accepted=...)``);
+    """Context manager: ``add`` per accepted chunk (``validate_chunks(accepted=...)``), then
+    set ``corpus_sha256`` (``CorpusSummary.sha256``: the file is hashed once, by the check);
     renamed into place only when the block ends without an error."""
 
-    def __init__(self, path: str | Path, corpus_sha256: str):
-        self.path, self.rows = Path(path), 0
+    def __init__(self, path: str | Path):
+        self.path, self.corpus_sha256 = Path(path), None
         self._tmp = temporary_path(self.path)
-        self._schema = SCHEMA.with_metadata({CORPUS_KEY: corpus_sha256.encode()})
         self._columns: tuple[list, ...] = ([], [], [], [])
 
     def __enter__(self) -> RecordsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.path)
-        self._writer = pq.ParquetWriter(self._tmp, self._schema, compression="zstd", use_dictionary=False)
+        self._writer = pq.ParquetWriter(self._tmp, SCHEMA, compression="zstd", use_dictionary=False)
         return self
 
     def add(self, position: int, place: int, chunk_id: str, record: dict) -> None:
@@ -55,14 +55,16 @@ class RecordsWriter:
     def _flush(self) -> None:
         if self._columns[0]:
             self._writer.write_table(pa.Table.from_arrays(
-                [pa.array(values, type=field.type) for values, field in zip(self._columns, SCHEMA)], schema=self._schema))
-            self.rows += len(self._columns[0])
+                [pa.array(values, type=field.type) for values, field in zip(self._columns, SCHEMA)], schema=SCHEMA))
             self._columns = ([], [], [], [])
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         try:
             if exc_type is None:
+                if self.corpus_sha256 is None:
+                    raise ValueError(f"{self.path}: no corpus_sha256 given: the index would name no corpus")
                 self._flush()
+                self._writer.add_key_value_metadata({CORPUS_KEY: self.corpus_sha256.encode()})
             self._writer.close()
             if exc_type is None:
                 os.replace(self._tmp, self.path)
@@ -73,7 +75,7 @@ class RecordsWriter:
 def indexed_corpus(path: str | Path) -> str | None:
     """The sha256 of the chunks file a records index indexes; None if it is not one."""
     try:
-        metadata = pq.read_schema(path).metadata or {}
+        metadata = pq.read_metadata(path).metadata or {}
     except (OSError, pa.ArrowInvalid):
         return None
     value = metadata.get(CORPUS_KEY)

@@ -13,8 +13,9 @@ from embedflow.records_file import RecordsWriter, indexed_corpus, iter_index
 
 
 def write_index(chunks, path, policy="skip"):
-    with RecordsWriter(path, sha256_file(chunks)) as records:
+    with RecordsWriter(path) as records:
         summary = validate_chunks(chunks, "content", policy, accepted=records.add)
+        records.corpus_sha256 = summary.sha256
     return summary
 
 
@@ -47,4 +48,7 @@ def test_a_failed_check_leaves_no_index(tmp_path):
     chunks.write_text('{"id": "a", "content": "x"}\n{"id": "b"}\n')
     with pytest.raises(ChunkError, match="has no 'content'"):
         write_index(chunks, tmp_path / "index.parquet", policy="fail")
+    assert list(tmp_path.iterdir()) == [chunks]
+    with pytest.raises(ValueError, match="no corpus_sha256"), RecordsWriter(tmp_path / "index.parquet"):
+        pass  # an index that names no corpus is never written
     assert list(tmp_path.iterdir()) == [chunks]

@@ -454,12 +454,11 @@ def test_a_diff_refuses_rows_whose_ids_are_not_unique(db, tmp_path):
 @pytest.mark.parametrize("suffix", [".jsonl", ".json"])
 def test_a_diff_load_from_preflights_records_index_writes_what_one_that_parses_writes(db, tmp_path, suffix):
     from embedflow.chunks import validate_chunks
-    from embedflow.hashing import sha256_file
     from embedflow.records_file import RecordsWriter
 
     def indexed(chunks_path, index):
-        with RecordsWriter(index, sha256_file(chunks_path)) as records:
-            validate_chunks(chunks_path, accepted=records.add)
+        with RecordsWriter(index) as records:
+            records.corpus_sha256 = validate_chunks(chunks_path, accepted=records.add).sha256
         return index
 
     chunks, vectors = corpus(300, 8)
