@@ -38,21 +38,18 @@ def fingerprint(record_sha256: bytes, vector_sha256: bytes) -> bytes:
 
 
 def table_fingerprints(cursor, table: str) -> np.ndarray:
-    """The sorted fingerprints of ``table``'s rows, by a binary COPY (14 bytes a row)."""
+    """The sorted fingerprints of ``table``'s rows, fetched as one bytea of 8 bytes a row (a
+    COPY would hand them over a row at a time: 0.4 s of client calls at 100 k rows; at 10 M
+    rows the value is 80 MB)."""
     from psycopg import sql
 
-    data = bytearray()
-    with cursor.copy(sql.SQL(
-        "COPY (SELECT substring(record_sha256 for 4) || substring(vector_sha256 for 4) FROM {}) "
-        "TO STDOUT (FORMAT BINARY)").format(sql.Identifier(table))) as copy:
-        for block in copy:
-            data += block
-    # binary COPY: a 19-byte header, then per row a field count (2 bytes), a length (4) and the
-    # 8 bytes; a 2-byte trailer
-    fields = np.frombuffer(memoryview(data)[19:-2], dtype=[("count", ">i2"), ("length", ">i4"), ("print", "V8")])
-    if len(fields) and not (fields["length"] == 8).all():
+    rows, data = cursor.execute(sql.SQL(
+        "SELECT count(*), string_agg(substring(record_sha256 for 4) || substring(vector_sha256 for 4), ''::bytea) "
+        "FROM {}").format(sql.Identifier(table))).fetchone()
+    data = data or b""
+    if len(data) != FINGERPRINT_DTYPE.itemsize * rows:  # a row without a hash adds nothing to the aggregate
         raise UserError(f"{table}: a row has no record or vector hash; rerun load with a full reload")
-    return np.sort(fields["print"].view(FINGERPRINT_DTYPE))
+    return np.sort(np.frombuffer(data, dtype=FINGERPRINT_DTYPE))
 
 
 def lock_for_writing(cursor, table: str, lock_timeout: str) -> None:

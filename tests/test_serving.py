@@ -451,6 +451,31 @@ def test_a_diff_refuses_rows_whose_ids_are_not_unique(db, tmp_path):
             diff_changes(cursor, "t_twice", staged, 0.5)
 
 
+def test_staged_hashes_are_the_rows_given_in_their_order(db):
+    """The block-written binary COPY: ids beyond ASCII, a missing vector hash (a plan's rows)."""
+    from embedflow.table_plan import HASHES_TABLE, stage_hashes
+
+    rows = [(f"sdk.ünï.{i}" if i % 3 else "", bytes([i % 256]) * 32, None if i % 2 else bytes([255 - i % 256]) * 32)
+            for i in range(5000)]
+    with db.transaction(force_rollback=True), db.cursor() as cursor:
+        assert stage_hashes(cursor, iter(rows)) == len(rows)
+        staged = cursor.execute(f"SELECT id, record_sha256, vector_sha256, row_number FROM {HASHES_TABLE} "
+                                "ORDER BY row_number").fetchall()
+    assert staged == [(*row, number) for number, row in enumerate(rows)]
+
+
+def test_a_table_with_a_row_whose_hash_is_cut_short_is_refused_a_diff(db, tmp_path):
+    from embedflow.errors import UserError
+
+    chunks, vectors = corpus(20, 8)
+    first = write_corpus(tmp_path / "v1", chunks, vectors)
+    load_table(db, "t_unhashed", first[1], first[0], serving=SERVING)
+    db.execute("UPDATE t_unhashed SET vector_sha256 = ''::bytea WHERE id = %s", (chunks[5]["id"],))
+    db.commit()
+    with pytest.raises(UserError, match="t_unhashed: a row has no record or vector hash"):
+        load_table(db, "t_unhashed", first[1], first[0], serving=SERVING)
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".json"])
 def test_a_diff_load_from_preflights_records_index_writes_what_one_that_parses_writes(db, tmp_path, suffix):
     from embedflow.chunks import validate_chunks
