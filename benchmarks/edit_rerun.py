@@ -2,6 +2,7 @@
 """A corpus edit at 100,000 chunks: the whole workflow, a full run against the rerun after a 1 % edit.
 
     python benchmarks/edit_rerun.py [--rows 100000] [--edit 0.01] [--threads 2] [--workdir DIR]
+                                    [--database embedded|standing]
 
 In a copy of the workflow (one model, the bundled MiniLM on CPU, float32, no
 queries, the embedded database), on a corpus of ``rows`` synthetic variations
@@ -18,6 +19,12 @@ bundled MiniLM encodes about 30 such chunks a second on 2 CPU cores, so
 3. ``clustered``: an edit of the same size, in one run of adjacent chunks (a
    page of the docs rewritten), then plan and the same command again.
 
+``--database embedded`` (the default) is the example's database: each job
+starts the embedded server on ``results/pgdata`` and stops it. ``standing`` is
+a live search service's: one server, started here before the first run and
+stopped after the last, which the jobs reach through ``database.dsn_env``, so
+no job starts, stops or checkpoints it.
+
 For each run: texts the model received (provenance), the model-seconds,
 the wall time of each stage (Snakemake's own start and end times in
 ``.snakemake/metadata``: first start to last end of the stage's jobs), and the
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import random
@@ -42,9 +50,11 @@ from pathlib import Path
 
 import yaml
 
+import _pg
 from _common import REPO, copy_workflow, facts_markdown, machine_facts, read_jsonl, real_corpus, table, write_jsonl
 
 MODEL = "minilm"
+DSN_ENV = "EMBEDFLOW_BENCH_DSN"  # --database standing: the variable database.dsn_env names
 STAGES = {  # stage: the rules whose jobs make it up
     "embed": ("shard_plan", "embed", "gather"),
     "verify": ("measure", "probe", "verify"),
@@ -133,6 +143,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--words", default="12-64", help="words of a docstring per chunk, MIN-MAX")
     parser.add_argument("--workdir", type=Path, help="kept afterwards (default: a temporary folder, removed)")
+    parser.add_argument("--database", choices=("embedded", "standing"), default="embedded",
+                        help="embedded: each job starts and stops the embedded server; standing: one server "
+                             "for all runs, reached by DSN")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="edit-rerun-"))
     root = workdir / "workflow"
@@ -146,15 +159,18 @@ def main() -> None:
     config.update(chunks=str(chunks_path), queries=None, precisions=["float32"],
                   models={MODEL: {"source": "bundled:all-MiniLM-L6-v2"}})
     config["embed"]["threads"] = args.threads
-    config_path.write_text(yaml.safe_dump(config))
-
-    runs = {"full": run_workflow(root, args.threads)}
-    edits, plans = {}, {}
-    for name, clustered, seed in (("spread", False, 1), ("clustered", True, 2)):
-        chunks, edits[name] = edited(chunks, args.edit, clustered, seed)
-        write_jsonl(chunks_path, chunks)
-        plans[name] = plan(root)
-        runs[name] = run_workflow(root, args.threads)
+    with contextlib.ExitStack() as standing:
+        if args.database == "standing":
+            os.environ[DSN_ENV] = standing.enter_context(_pg.server(workdir))[1]
+            config["database"]["dsn_env"] = DSN_ENV
+        config_path.write_text(yaml.safe_dump(config))
+        runs = {"full": run_workflow(root, args.threads)}
+        edits, plans = {}, {}
+        for name, clustered, seed in (("spread", False, 1), ("clustered", True, 2)):
+            chunks, edits[name] = edited(chunks, args.edit, clustered, seed)
+            write_jsonl(chunks_path, chunks)
+            plans[name] = plan(root)
+            runs[name] = run_workflow(root, args.threads)
 
     full = runs["full"]
     rows = []
@@ -168,7 +184,7 @@ def main() -> None:
                      "{strategy}: +{inserted} ~{updated} -{deleted}".format(**run["load"])
                      + (" (records index)" if run["load"]["records_index_used"] else "")])
     print(f"`python benchmarks/edit_rerun.py --rows {args.rows} --edit {args.edit} --threads {args.threads} "
-          f"--words {args.words}`\n")
+          f"--words {args.words} --database {args.database}`\n")
     print(facts_markdown(machine_facts()) + "\n")
     print(table(["run", "texts encoded", "shard jobs run", "model-s", "embed s (of full)", "verify s", "load s",
                  "index s", "load+index of full", "whole command s (of full)", "load"], rows))
