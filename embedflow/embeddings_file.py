@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedflow.atomic import remove_stale_temporaries, temporary_path
+from embedflow.atomic import HeldTemporary, remove_stale_temporaries, temporary_path
 from embedflow.errors import InputError
 from embedflow.precision import get_precision
 
@@ -100,6 +100,7 @@ class EmbeddingsWriter:
     def __enter__(self) -> EmbeddingsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.path)
+        self._claim = HeldTemporary(self._tmp)
         # No dictionary encoding: ids and hashes are unique and vectors hardly repeat,
         # so a dictionary only costs memory (a per-column page held until fallback).
         self._writer = pq.ParquetWriter(
@@ -144,6 +145,7 @@ class EmbeddingsWriter:
         finally:
             if self._tmp.exists():
                 self._tmp.unlink()
+            self._claim.release()
 
 
 def _fsync(path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedflow.atomic import remove_stale_temporaries, temporary_path
+from embedflow.atomic import held_temporary, remove_stale_temporaries
 from embedflow.errors import ConfigError
 from embedflow.vectors import l2_normalize
 
@@ -51,18 +51,18 @@ class Projection:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path)
-        temporary = temporary_path(path)  # written through a handle: savez adds no suffix
-        try:
-            with open(temporary, "wb") as handle:
-                np.savez(
-                    handle,
-                    components=self.components,
-                    mean=self.mean if self.mean is not None else np.zeros(0, np.float32),
-                    explained_variance_ratio=self.explained_variance_ratio,
-                )
-            temporary.replace(path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        with held_temporary(path) as temporary:
+            try:
+                with open(temporary, "wb") as handle:  # through a handle: savez adds no suffix
+                    np.savez(
+                        handle,
+                        components=self.components,
+                        mean=self.mean if self.mean is not None else np.zeros(0, np.float32),
+                        explained_variance_ratio=self.explained_variance_ratio,
+                    )
+                temporary.replace(path)
+            finally:
+                temporary.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | Path) -> Projection:

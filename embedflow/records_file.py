@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedflow.atomic import remove_stale_temporaries, temporary_path
+from embedflow.atomic import HeldTemporary, remove_stale_temporaries, temporary_path
 from embedflow.hashing import sha256_record
 
 CORPUS_KEY = b"embedflow.corpus_sha256"
@@ -43,6 +43,7 @@ class RecordsWriter:
     def __enter__(self) -> RecordsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.path)
+        self._claim = HeldTemporary(self._tmp)
         self._writer = pq.ParquetWriter(self._tmp, SCHEMA, compression="zstd", use_dictionary=False)
         return self
 
@@ -70,6 +71,7 @@ class RecordsWriter:
                 os.replace(self._tmp, self.path)
         finally:
             self._tmp.unlink(missing_ok=True)
+            self._claim.release()
 
 
 def indexed_corpus(path: str | Path) -> str | None:

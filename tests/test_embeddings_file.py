@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,6 +21,7 @@ from embedflow.embeddings_file import (
     read_metadata,
     rows_at,
 )
+from embedflow.atomic import remove_stale_temporaries
 from embedflow.errors import InputError
 
 META = EmbeddingsMetadata(
@@ -81,6 +86,54 @@ def test_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         write(tmp_path / "e.parquet")
     assert list(tmp_path.iterdir()) == []
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+from embedflow.embeddings_file import EmbeddingsWriter
+from test_embeddings_file import META
+writer = EmbeddingsWriter(sys.argv[1], META).__enter__()
+writer.write(["a"], np.ones((1, 16), np.float32), ["h"])
+print("writing", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_writers_temporary_is_removed_even_while_its_pid_lives_on_as_a_zombie(tmp_path):
+    # Where nothing reaps orphans (a container whose pid 1 is no init), a killed job's pid
+    # stays "alive" to kill(pid, 0); its flock died with it, so its temporary is stale.
+    path = tmp_path / "e.parquet"
+    tests = os.path.dirname(__file__)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])})
+    try:
+        assert child.stdout.readline() == "writing\n"
+        deadline = time.time() + 30
+        while _state(child.pid) != "Z" and time.time() < deadline:  # killed, and not reaped till wait()
+            time.sleep(0.01)
+        assert _state(child.pid) == "Z"
+        os.kill(child.pid, 0)  # no error: by its pid the killed writer is still running
+        [left] = tmp_path.glob(".e.parquet.*.tmp")
+        write(path)
+        assert not left.exists() and not list(tmp_path.glob(".*.tmp"))
+        assert read_all(path)[1].ids[:2] == ["0-0", "0-1"]
+    finally:
+        child.wait()
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_live_writers_temporary_is_kept(tmp_path):
+    path = tmp_path / "e.parquet"
+    with EmbeddingsWriter(path, META) as writer:
+        writer.write(["a"], np.ones((1, 16), np.float32), ["h"])
+        assert remove_stale_temporaries(path) == []  # its flock is held, whatever its pid
+        assert list(tmp_path.glob(".e.parquet.*.tmp"))
+    assert read_all(path)[1].ids == ["a"] and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_missing_metadata_is_named(tmp_path):
