@@ -30,11 +30,7 @@ ROWS_TABLE = "embedflow_changed_rows"  # temporary: dropped at the end of the tr
 # first pass compares each row's with the table's (fetched at 8 bytes a row) and keeps the
 # rows the table cannot hold unchanged, so the diff need not read them again; the join of the
 # full hashes on the server still decides (a fingerprint shared by chance only costs a read).
-FINGERPRINT_DTYPE = np.dtype("<u8")
-
-
-def fingerprint(record_sha256: bytes, vector_sha256: bytes) -> bytes:
-    return record_sha256[:4] + vector_sha256[:4]
+FINGERPRINT_DTYPE = np.dtype("<u8")  # record_sha256[:4] + vector_sha256[:4], as bytes
 
 
 def table_fingerprints(cursor, table: str) -> np.ndarray:

@@ -28,12 +28,12 @@ import numpy as np
 from embedflow.atomic import write_json
 from embedflow.chunks import TEXT_COLUMNS, batched, iter_records, records_at
 from embedflow.database import DatabaseSettings, connect, describe_target, server_versions, table_state
-from embedflow.diff_load import FINGERPRINT_DTYPE, diff_load, fingerprint, lock_for_writing, table_fingerprints
+from embedflow.diff_load import FINGERPRINT_DTYPE, diff_load, lock_for_writing, table_fingerprints
 from embedflow.embeddings_file import iter_batches, read_ahead, read_metadata, row_count, rows_at
 from embedflow.errors import InputError, UserError
 from embedflow.hashing import sha256_bytes, sha256_file, sha256_record
 from embedflow.provenance import Timer, write_provenance
-from embedflow.records_file import indexed_corpus, iter_index
+from embedflow.records_file import indexed_corpus, iter_index_batches
 from embedflow.rejected import rejected_positions
 from embedflow.serving import (
     ServingSettings,
@@ -110,11 +110,6 @@ def _joined(chunks_path, parquet_path, skip) -> Iterator[tuple[str, int, dict, n
     return _aligned(chunks_path, parquet_path, records)
 
 
-def _indexed(records_path, chunks_path, parquet_path) -> Iterator[tuple[str, int, bytes, np.ndarray, str]]:
-    """_aligned with each chunk's record_sha256, from rule preflight's records index (no record parsed)."""
-    return _aligned(chunks_path, parquet_path, iter_index(records_path))
-
-
 KEEP_BYTES = 256 << 20  # vectors of changed rows a diff's first pass keeps (the rest are read again)
 
 
@@ -142,9 +137,6 @@ class LoadRows:
             yield self.row(chunk_id, record, vector, text_hash)
 
     def _hashed(self) -> Iterator[tuple[str, int, bytes, np.ndarray, str]]:
-        if self.records is not None:
-            yield from _indexed(self.records, self.chunks_path, self.parquet_path)
-            return
         for chunk_id, place, record, vector, text_hash in _joined(self.chunks_path, self.parquet_path, self.skip):
             yield chunk_id, place, sha256_record(record), vector, text_hash
 
@@ -156,18 +148,35 @@ class LoadRows:
         KEEP_BYTES) for ``at``, which then need not read the Parquet again for it."""
         del self.places[:]
         self.kept, kept_bytes = {}, 0
-        for batch in batched(self._hashed(), 4096):
+        blocks = self._indexed_blocks() if self.records is not None else self._parsed_blocks()
+        for ids, places, record, vectors, text_hashes in blocks:
             first = len(self.places)
-            digests = [(record_hash, sha256_bytes(vector)) for _, _, record_hash, vector, _ in batch]
-            self.places.extend(place for _, place, *_ in batch)
+            vector = np.frombuffer(b"".join(map(sha256_bytes, vectors)), dtype=np.uint8).reshape(-1, 32)
+            self.places.frombytes(np.ascontiguousarray(places, dtype=np.int64).tobytes())
             if known is not None and kept_bytes < KEEP_BYTES:
-                for offset in _unknown(digests, known):
-                    chunk_id, _, _, vector, text_hash = batch[offset]
-                    vector = vector.copy()  # not a view that would keep the whole batch alive
-                    self.kept[first + offset] = (chunk_id, vector, text_hash, digests[offset])
-                    kept_bytes += vector.nbytes
-            for (chunk_id, *_), (record_hash, vector_hash) in zip(batch, digests):
-                yield chunk_id, record_hash, vector_hash
+                for offset in _unknown(record, vector, known):
+                    kept = vectors[offset].copy()  # not a view that would keep the whole batch alive
+                    self.kept[first + offset] = (ids[offset], kept, text_hashes[offset],
+                                                 (record[offset].tobytes(), vector[offset].tobytes()))
+                    kept_bytes += kept.nbytes
+            yield from zip(ids, map(bytes, record), map(bytes, vector))
+
+    def _parsed_blocks(self) -> Iterator[tuple[list[str], list[int], np.ndarray, list, list[str]]]:
+        """(ids, places, record hashes, vectors, text hashes) of 4,096 rows at a time, each record
+        parsed from the chunks file and hashed."""
+        for batch in batched(self._hashed(), 4096):
+            ids, places, records, vectors, text_hashes = zip(*batch)
+            yield (list(ids), list(places), np.frombuffer(b"".join(records), dtype=np.uint8).reshape(-1, 32),
+                   vectors, text_hashes)
+
+    def _indexed_blocks(self) -> Iterator[tuple[list[str], np.ndarray, np.ndarray, np.ndarray, list[str]]]:
+        """The same from rule preflight's records index, a Parquet batch at a time: no record parsed,
+        and where the index's ids are the batch's (the Parquet holds every indexed chunk), no row
+        looked at one by one."""
+        index = _IndexCursor(self.records, self.chunks_path, self.parquet_path)
+        for batch in read_ahead(iter_batches(self.parquet_path)):
+            places, record = index.take(batch.ids)
+            yield batch.ids, places, record, batch.vectors, batch.hashes
 
     def at(self, wanted: list[tuple[int, str]]) -> Iterator[LoadRow]:
         """The rows at these (row number, id), after ``hashes``: their records read at their
@@ -199,11 +208,59 @@ class LoadRows:
                        record_hash, vector_hash, self.to_vector(vector))
 
 
-def _unknown(digests: list[tuple[bytes, bytes]], known: np.ndarray) -> list[int]:
-    """Offsets of the rows whose fingerprint is not in ``known`` (sorted)."""
-    prints = np.frombuffer(b"".join(fingerprint(*pair) for pair in digests), dtype=FINGERPRINT_DTYPE)
+class _IndexCursor:
+    """Rule preflight's records index read alongside the Parquet: ``take`` the entries of the
+    next Parquet ids, which are the index's in order, less any the embed stage left out."""
+
+    def __init__(self, records: str | Path, chunks_path, parquet_path):
+        self.batches = iter_index_batches(records)
+        self.chunks_path, self.parquet_path = chunks_path, parquet_path
+        self.ids: list[str] = []
+        self.places = np.empty(0, dtype=np.int64)
+        self.hashes = np.empty((0, 32), dtype=np.uint8)
+
+    def take(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(places, record hashes) of ``ids``; the entries before them are passed over."""
+        while len(self.ids) < len(ids) and self._more():
+            pass
+        if self.ids[:len(ids)] == ids:  # the usual case: one comparison of two lists
+            return self._consume(np.arange(len(ids)), len(ids))
+        found, at = [], 0
+        for chunk_id in ids:
+            while True:
+                if at == len(self.ids) and not self._more():
+                    raise InputError(f"{self.parquet_path}: id {chunk_id!r} is not in {self.chunks_path} (or not "
+                                     "in the same order); the embeddings do not belong to this chunks file: "
+                                     "rerun embed")
+                at += 1
+                if self.ids[at - 1] == chunk_id:
+                    break
+            found.append(at - 1)
+        return self._consume(np.asarray(found, dtype=np.int64), at)
+
+    def _more(self) -> bool:
+        batch = next(self.batches, None)
+        if batch is None:
+            return False
+        ids, places, hashes = batch
+        self.ids += ids
+        self.places, self.hashes = np.concatenate([self.places, places]), np.concatenate([self.hashes, hashes])
+        return True
+
+    def _consume(self, rows: np.ndarray, through: int) -> tuple[np.ndarray, np.ndarray]:
+        taken = self.places[rows], self.hashes[rows]
+        del self.ids[:through]
+        self.places, self.hashes = self.places[through:], self.hashes[through:]
+        return taken
+
+
+def _unknown(record: np.ndarray, vector: np.ndarray, known: np.ndarray) -> list[int]:
+    """Offsets of the rows whose fingerprint (4 bytes of each hash, ``FINGERPRINT_DTYPE``) is
+    not in ``known`` (sorted)."""
+    prints = np.ascontiguousarray(np.concatenate([record[:, :4], vector[:, :4]], axis=1)
+                                  ).view(FINGERPRINT_DTYPE).ravel()
     if not len(known):
-        return list(range(len(digests)))
+        return list(range(len(prints)))
     at = np.minimum(np.searchsorted(known, prints), len(known) - 1)
     return np.flatnonzero(known[at] != prints).tolist()
 

@@ -18,10 +18,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedflow.atomic import HeldTemporary, remove_stale_temporaries, temporary_path
+from embedflow.errors import InputError
 from embedflow.hashing import sha256_record
 
 CORPUS_KEY = b"embedflow.corpus_sha256"
@@ -86,6 +88,18 @@ def indexed_corpus(path: str | Path) -> str | None:
 
 def iter_index(path: str | Path) -> Iterator[tuple[str, int, bytes]]:
     """(id, place, record_sha256) of each indexed chunk, in file order."""
+    for ids, places, hashes in iter_index_batches(path):
+        yield from zip(ids, places.tolist(), map(bytes, hashes))
+
+
+def iter_index_batches(path: str | Path) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    """The index a batch at a time: (ids, places as int64, record_sha256 as (rows, 32) uint8)."""
     with pq.ParquetFile(path) as parquet:
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=["id", "place", "record_sha256"]):
-            yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), batch.column(2).to_pylist())
+            places, hashes = batch.column(1), batch.column(2)
+            if places.null_count or hashes.null_count:
+                raise InputError(f"{path}: a place or record hash is missing; rerun preflight")
+            yield (batch.column(0).to_pylist(),
+                   np.frombuffer(places.buffers()[1], dtype="<i8", count=len(places), offset=places.offset * 8),
+                   np.frombuffer(hashes.buffers()[1], dtype=np.uint8, count=len(hashes) * 32,
+                                 offset=hashes.offset * 32).reshape(-1, 32))

@@ -48,14 +48,27 @@ def write_corpus(folder, chunks: list[dict], vectors: np.ndarray, suffix: str = 
     from embedflow.hashing import sha256_file
 
     chunks_path = write_chunks(folder / f"chunks{suffix}", chunks)
-    parquet = folder / "embeddings.parquet"
+    return chunks_path, write_embeddings(folder / "embeddings.parquet", sha256_file(chunks_path), chunks, vectors)
+
+
+def write_embeddings(parquet, corpus_sha256: str, chunks: list[dict], vectors: np.ndarray):
     meta = EmbeddingsMetadata("synthetic", "none", vectors.shape[1], "float32", True, "float32", "content",
-                              sha256_file(chunks_path))
+                              corpus_sha256)
     with EmbeddingsWriter(parquet, meta) as writer:
         for start in range(0, len(chunks), 5000):
             part = chunks[start:start + 5000]
             writer.write([c["id"] for c in part], vectors[start:start + 5000], [sha256_text(c["content"]) for c in part])
-    return chunks_path, parquet
+    return parquet
+
+
+def indexed(chunks_path, index):
+    """Rule preflight's records index of ``chunks_path``, written at ``index``."""
+    from embedflow.chunks import validate_chunks
+    from embedflow.records_file import RecordsWriter
+
+    with RecordsWriter(index) as records:
+        records.corpus_sha256 = validate_chunks(chunks_path, accepted=records.add).sha256
+    return index
 
 
 def corpus(rows: int, dim: int, seed: int = 0) -> tuple[list[dict], np.ndarray]:
@@ -464,6 +477,37 @@ def test_staged_hashes_are_the_rows_given_in_their_order(db):
     assert staged == [(*row, number) for number, row in enumerate(rows)]
 
 
+def test_the_records_index_gives_the_hashes_parsing_gives_when_the_parquet_leaves_chunks_out(tmp_path, monkeypatch):
+    """The load's first pass from the records index (``LoadRows.hashes``): index batches
+    smaller than the Parquet's, read across their edges, and a Parquet that leaves runs of
+    indexed chunks out, passed over; then an id the index does not hold, named."""
+    from embedflow import records_file
+    from embedflow.errors import InputError
+    from embedflow.hashing import sha256_file
+    from embedflow.load import LoadRows
+
+    monkeypatch.setattr(records_file, "BATCH_ROWS", 7)
+    chunks, vectors = corpus(60, 8)
+    chunks_path = write_chunks(tmp_path / "chunks.jsonl", chunks)
+    corpus_sha256 = sha256_file(chunks_path)
+    index = indexed(chunks_path, tmp_path / "index.parquet")
+    embedded = [i for i in range(60) if i % 9 not in (2, 3) and i != 59]
+    parquet = write_embeddings(tmp_path / "part.parquet", corpus_sha256, [chunks[i] for i in embedded],
+                               vectors[embedded])
+    parsed = LoadRows(chunks_path, parquet, "float32", 8)
+    from_index = LoadRows(chunks_path, parquet, "float32", 8, records=index, corpus_sha256=corpus_sha256)
+    assert from_index.records is not None and parsed.records is None
+    hashes = list(from_index.hashes())
+    assert [row_id for row_id, _, _ in hashes] == [chunks[i]["id"] for i in embedded]
+    assert hashes == list(parsed.hashes()) and from_index.places == parsed.places
+
+    stranger = write_embeddings(tmp_path / "stranger.parquet", corpus_sha256,
+                                chunks[:3] + [{"id": "nowhere", "content": "x"}], vectors[:4])
+    rows = LoadRows(chunks_path, stranger, "float32", 8, records=index, corpus_sha256=corpus_sha256)
+    with pytest.raises(InputError, match="stranger.parquet: id 'nowhere' is not in .*chunks.jsonl"):
+        list(rows.hashes())
+
+
 def test_a_table_with_a_row_whose_hash_is_cut_short_is_refused_a_diff(db, tmp_path):
     from embedflow.errors import UserError
 
@@ -478,14 +522,6 @@ def test_a_table_with_a_row_whose_hash_is_cut_short_is_refused_a_diff(db, tmp_pa
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json"])
 def test_a_diff_load_from_preflights_records_index_writes_what_one_that_parses_writes(db, tmp_path, suffix):
-    from embedflow.chunks import validate_chunks
-    from embedflow.records_file import RecordsWriter
-
-    def indexed(chunks_path, index):
-        with RecordsWriter(index) as records:
-            records.corpus_sha256 = validate_chunks(chunks_path, accepted=records.add).sha256
-        return index
-
     chunks, vectors = corpus(300, 8)
     first = write_corpus(tmp_path / "v1", chunks, vectors, suffix)
     new_chunks, new_vectors = edited(chunks, vectors, changed=(1, 100, 298), deleted={50}, added=2)
