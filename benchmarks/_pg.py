@@ -50,16 +50,33 @@ def synthetic(workdir: Path, rows: int, dim: int, seed: int = 0) -> tuple[Path, 
 
 
 @contextmanager
-def server(workdir: Path):
+def server(workdir: Path, server_settings: dict[str, str] | None = None):
     """Holds the embedded server up for the whole benchmark; yields (DatabaseSettings, conninfo).
 
-    The server stops when this context exits (the last handle in this process).
+    ``server_settings`` (e.g. {"shared_buffers": "1GB"}) are written by ALTER SYSTEM
+    into the data folder, and the server is restarted so that all take effect. The
+    server stops when this context exits (the last handle in this process).
     """
     from embedflow.database import DatabaseSettings, embedded_server
 
     pgdata = workdir / "pgdata"
     settings = DatabaseSettings(pgdata=str(pgdata))
+    if server_settings:
+        import psycopg
+        from psycopg import sql
+
+        with embedded_server(pgdata) as dsn, psycopg.connect(dsn, autocommit=True) as connection:
+            for name, value in server_settings.items():
+                connection.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name),
+                                                                              sql.Literal(value)))
     with embedded_server(pgdata) as dsn:
+        if server_settings:
+            import psycopg
+
+            with psycopg.connect(dsn) as connection:
+                for name, value in server_settings.items():
+                    shown = connection.execute(f"SHOW {name}").fetchone()[0]
+                    print(f"server setting {name} = {shown}", file=sys.stderr)
         yield settings, dsn
 
 

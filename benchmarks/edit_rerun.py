@@ -2,7 +2,7 @@
 """A corpus edit at 100,000 chunks: the whole workflow, a full run against the rerun after a 1 % edit.
 
     python benchmarks/edit_rerun.py [--rows 100000] [--edit 0.01] [--threads 2] [--workdir DIR]
-                                    [--database embedded|standing]
+                                    [--database embedded|standing] [--server-setting NAME=VALUE ...]
 
 In a copy of the workflow (one model, the bundled MiniLM on CPU, float32, no
 queries, the embedded database), on a corpus of ``rows`` synthetic variations
@@ -23,7 +23,10 @@ bundled MiniLM encodes about 30 such chunks a second on 2 CPU cores, so
 starts the embedded server on ``results/pgdata`` and stops it. ``standing`` is
 a live search service's: one server, started here before the first run and
 stopped after the last, which the jobs reach through ``database.dsn_env``, so
-no job starts, stops or checkpoints it.
+no job starts, stops or checkpoints it. ``--server-setting`` (standing only,
+repeatable) sets a server parameter first, as a serving database's operator
+would (e.g. ``shared_buffers=1GB``, so that the table and its index stay in
+the server's buffers between runs).
 
 For each run: texts the model received (provenance), the model-seconds,
 the wall time of each stage (Snakemake's own start and end times in
@@ -146,7 +149,12 @@ def main() -> None:
     parser.add_argument("--database", choices=("embedded", "standing"), default="embedded",
                         help="embedded: each job starts and stops the embedded server; standing: one server "
                              "for all runs, reached by DSN")
+    parser.add_argument("--server-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="with --database standing: a server parameter set by ALTER SYSTEM before the runs")
     args = parser.parse_args()
+    server_settings = dict(item.split("=", 1) for item in args.server_setting)
+    if server_settings and args.database != "standing":
+        parser.error("--server-setting needs --database standing (the embedded jobs use the example's server)")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="edit-rerun-"))
     root = workdir / "workflow"
     shutil.rmtree(root, ignore_errors=True)
@@ -161,7 +169,7 @@ def main() -> None:
     config["embed"]["threads"] = args.threads
     with contextlib.ExitStack() as standing:
         if args.database == "standing":
-            os.environ[DSN_ENV] = standing.enter_context(_pg.server(workdir))[1]
+            os.environ[DSN_ENV] = standing.enter_context(_pg.server(workdir, server_settings))[1]
             config["database"]["dsn_env"] = DSN_ENV
         config_path.write_text(yaml.safe_dump(config))
         runs = {"full": run_workflow(root, args.threads)}
@@ -184,7 +192,8 @@ def main() -> None:
                      "{strategy}: +{inserted} ~{updated} -{deleted}".format(**run["load"])
                      + (" (records index)" if run["load"]["records_index_used"] else "")])
     print(f"`python benchmarks/edit_rerun.py --rows {args.rows} --edit {args.edit} --threads {args.threads} "
-          f"--words {args.words} --database {args.database}`\n")
+          f"--words {args.words} --database {args.database}"
+          + "".join(f" --server-setting {item}" for item in args.server_setting) + "`\n")
     print(facts_markdown(machine_facts()) + "\n")
     print(table(["run", "texts encoded", "shard jobs run", "model-s", "embed s (of full)", "verify s", "load s",
                  "index s", "load+index of full", "whole command s (of full)", "load"], rows))
