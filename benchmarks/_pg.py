@@ -7,6 +7,7 @@ server's own ``psql``, versions and timing helpers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -61,22 +62,19 @@ def server(workdir: Path, server_settings: dict[str, str] | None = None):
 
     pgdata = workdir / "pgdata"
     settings = DatabaseSettings(pgdata=str(pgdata))
-    if server_settings:
-        import psycopg
-        from psycopg import sql
+    import psycopg
+    from psycopg import sql
 
+    if server_settings:  # written while the server runs, read at its next start
         with embedded_server(pgdata) as dsn, psycopg.connect(dsn, autocommit=True) as connection:
             for name, value in server_settings.items():
                 connection.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name),
                                                                               sql.Literal(value)))
     with embedded_server(pgdata) as dsn:
-        if server_settings:
-            import psycopg
-
-            with psycopg.connect(dsn) as connection:
-                for name, value in server_settings.items():
-                    shown = connection.execute(f"SHOW {name}").fetchone()[0]
-                    print(f"server setting {name} = {shown}", file=sys.stderr)
+        with psycopg.connect(dsn) if server_settings else contextlib.nullcontext() as connection:
+            for name in server_settings or ():
+                shown = connection.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0]
+                print(f"server setting {name} = {shown}", file=sys.stderr)
         yield settings, dsn
 
 

@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--server-setting", action="append", default=[], metavar="NAME=VALUE",
                         help="with --database standing: a server parameter set by ALTER SYSTEM before the runs")
     args = parser.parse_args()
+    if any("=" not in item for item in args.server_setting):
+        parser.error("--server-setting takes NAME=VALUE, e.g. shared_buffers=1GB")
     server_settings = dict(item.split("=", 1) for item in args.server_setting)
     if server_settings and args.database != "standing":
         parser.error("--server-setting needs --database standing (the embedded jobs use the example's server)")
