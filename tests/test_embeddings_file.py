@@ -110,9 +110,9 @@ def test_a_killed_writers_temporary_is_removed_even_while_its_pid_lives_on_as_a_
     try:
         assert child.stdout.readline() == "writing\n"
         deadline = time.time() + 30
-        while _state(child.pid) != "Z" and time.time() < deadline:  # killed, and not reaped till wait()
+        while not _dead_unreaped(child.pid) and time.time() < deadline:
             time.sleep(0.01)
-        assert _state(child.pid) == "Z"
+        assert _dead_unreaped(child.pid)
         os.kill(child.pid, 0)  # no error: by its pid the killed writer is still running
         [left] = tmp_path.glob(".e.parquet.*.tmp")
         write(path)
@@ -122,9 +122,13 @@ def test_a_killed_writers_temporary_is_removed_even_while_its_pid_lives_on_as_a_
         child.wait()
 
 
-def _state(pid: int) -> str:
+def _dead_unreaped(pid: int) -> bool:
+    """Every thread of ``pid`` has exited, and nothing has reaped it yet (it waits for wait()).
+    The leader shows "Z" while pyarrow's threads may still be exiting with the process's files
+    open, its flock still held: only once the leader is the last task are the files closed."""
     with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0]
+        state = stat.read().rsplit(")", 1)[1].split()[0]
+    return state == "Z" and os.listdir(f"/proc/{pid}/task") == [str(pid)]
 
 
 def test_a_live_writers_temporary_is_kept(tmp_path):
