@@ -7,11 +7,30 @@ from pathlib import Path
 _BLOCK = 1 << 20
 
 
+# A large file's digest is kept for the life of the process while the file is the same
+# (device, inode, size, mtime): a job that hashed its Parquet (load, measure) writes its
+# provenance without reading it again, which at 10 M x 2,560 float32 is 100 GB. Small files
+# are always read: an edit in place within one tick of the file system's clock keeps the
+# same size and mtime, and rereading them costs nothing.
+_REMEMBERED_FROM_BYTES = 64 << 20
+_remembered: dict[tuple, str] = {}
+
+
+def _identity(path: str | Path) -> tuple:
+    stat = Path(path).stat()
+    return (str(Path(path).resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 def sha256_file(path: str | Path) -> str:
+    identity = _identity(path)
+    if identity in _remembered:
+        return _remembered[identity]
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(_BLOCK):
             digest.update(block)
+    if identity[3] >= _REMEMBERED_FROM_BYTES and _identity(path) == identity:  # not changed while read
+        _remembered[identity] = digest.hexdigest()
     return digest.hexdigest()
 
 
