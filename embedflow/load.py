@@ -311,8 +311,9 @@ def load_table(
         previous, reason = served_by_workflow(cursor, table, column.sql_type)
         if reason is None:
             lock_for_writing(cursor, table, lock_timeout)
-            staged = stage_hashes(cursor, rows.hashes(table_fingerprints(cursor, table)))
-            counts, changes = diff_changes(cursor, table, staged, serving.full_reload_above)
+            known = table_fingerprints(cursor, table)  # one per row of the locked table
+            staged = stage_hashes(cursor, rows.hashes(known))
+            counts, changes = diff_changes(cursor, table, staged, serving.full_reload_above, before=len(known))
         else:
             counts, changes = first_load_counts(expected), None
         strategy, reason = choose_strategy(counts, reason, serving.full_reload_above)

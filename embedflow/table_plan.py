@@ -111,17 +111,20 @@ def diff_counts(cursor, table: str, vectors: str = "compare") -> dict[str, int]:
     return dict(zip(COUNTS, row))
 
 
-def diff_changes(cursor, table: str, staged: int, full_reload_above: float
+def diff_changes(cursor, table: str, staged: int, full_reload_above: float, before: int | None = None
                  ) -> tuple[dict[str, int], list[tuple[int | None, str, str]] | None]:
     """A load's diff in one join of the staged hashes (``staged`` rows) with ``table``:
     (counts, changes), changes being (row number, id, "insert" | "update" | "delete"; row
     number None for a delete) of every row to write or delete. When more rows change than
     ``full_reload_above`` of both sides together, a full load is due whatever the exact share:
-    changes is None, and the counts come from ``diff_counts``."""
+    changes is None, and the counts come from ``diff_counts``. ``before``: the table's row
+    count, when the caller counted it in this transaction with writers locked out (a scan
+    of the table less)."""
     from psycopg import sql
 
     names = {"hashes": sql.Identifier(HASHES_TABLE), "table": sql.Identifier(table)}
-    before = cursor.execute(sql.SQL("SELECT count(*) FROM {table}").format(**names)).fetchone()[0]
+    if before is None:
+        before = cursor.execute(sql.SQL("SELECT count(*) FROM {table}").format(**names)).fetchone()[0]
     limit = int(full_reload_above * (staged + before)) + 1
     changes = cursor.execute(sql.SQL(
         """SELECT h.row_number, coalesce(h.id, t.id),
