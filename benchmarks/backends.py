@@ -13,7 +13,8 @@ shared between runtimes), with the same thread count (``--threads``, default 2):
 
 * ``bare``: ``SentenceTransformer(bundled folder, device="cpu")`` and
   ``encode(texts, batch_size=32, normalize_embeddings=True)``: the throughput baseline;
-* ``torch``, ``onnx``, ``onnx-int8``, ``openvino``, ``openvino-int8``: embedflow's encoder
+* ``torch``, ``onnx``, ``onnx-int8`` (``quantization_config`` avx2), ``onnx-int8-vnni``
+  (avx512_vnni), ``openvino``, ``openvino-int8``: embedflow's encoder
   (``embedflow.encoder.load_encoder``; the exported ones from a graph that
   ``embedflow.backends.export.export_model`` writes first, timed apart as "export s"),
   encoding the same texts, then the example's queries. Vectors against torch float32's: mean
@@ -55,12 +56,13 @@ import _common as common  # noqa: E402
 CHUNKS = REPO / "data/example/chunks.json"
 QUERIES = REPO / "data/example/queries.jsonl"
 BATCH = 32
-BACKENDS = {  # variant: (backend, quantization)
-    "torch": ("torch", None),
-    "onnx": ("onnx", None),
-    "onnx-int8": ("onnx", "int8"),
-    "openvino": ("openvino", None),
-    "openvino-int8": ("openvino", "int8"),
+BACKENDS = {  # variant: its model settings
+    "torch": {"backend": "torch"},
+    "onnx": {"backend": "onnx"},
+    "onnx-int8": {"backend": "onnx", "quantization": "int8"},  # quantization_config: avx2
+    "onnx-int8-vnni": {"backend": "onnx", "quantization": "int8", "quantization_config": "avx512_vnni"},
+    "openvino": {"backend": "openvino"},
+    "openvino-int8": {"backend": "openvino", "quantization": "int8"},
 }
 
 
@@ -99,8 +101,8 @@ def child_backend(variant: str, threads: int, out: Path) -> dict:
     from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
     from embedflow.hashing import sha256_text
 
-    backend, quantization = BACKENDS[variant]
-    spec = common.model_spec(backend=backend, quantization=quantization)
+    spec = common.model_spec(**BACKENDS[variant])
+    backend, quantization = spec["backend"], spec["quantization"]
     encoders.set_threads(threads)
     ids, texts, query_ids, queries, _ = texts_and_queries()
     result = {"rows": len(texts)}
@@ -206,7 +208,7 @@ def child_bare_chain(threads: int, out: Path) -> dict:
     return {"seconds": time.perf_counter() - started, "encode_s": encoded - started}
 
 
-def workflow_chain(threads: int, out: Path, backend: str, quantization: str | None) -> dict:
+def workflow_chain(threads: int, out: Path, settings: dict) -> dict:
     import yaml
 
     root = out / "workflow"
@@ -215,8 +217,7 @@ def workflow_chain(threads: int, out: Path, backend: str, quantization: str | No
     config_path = root / "config/config.yaml"
     config = yaml.safe_load(config_path.read_text())
     config.update(chunks=str(chain_corpus(out)), queries=None, precisions=["float32"],
-                  models={"minilm": {"source": "bundled:all-MiniLM-L6-v2", "backend": backend,
-                                     "quantization": quantization}})
+                  models={"minilm": {"source": "bundled:all-MiniLM-L6-v2", **settings}})
     config["embed"]["threads"] = threads
     config_path.write_text(yaml.safe_dump(config))
     target = "results/db/minilm_float32.index.json"
@@ -315,9 +316,8 @@ def main() -> None:
 
 
 def print_chain(args, base: list[str], out: Path) -> None:
-    backend, quantization = BACKENDS[args.chain_backend]
     bare = run_child(["--child", "bare-chain", *base])
-    chain = workflow_chain(args.threads, out, backend, quantization)
+    chain = workflow_chain(args.threads, out, BACKENDS[args.chain_backend])
     print()
     print(table([["bare script (torch fp32, COPY, HNSW)", f"{bare['seconds']:.1f}", "1.00"],
                  [f"workflow, backend {args.chain_backend}, to the index", f"{chain['seconds']:.1f}",

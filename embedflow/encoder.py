@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedflow.backends import onnx_int8_config
 from embedflow.errors import ConfigError, UserError
 from embedflow.hashing import sha256_tree
 from embedflow.identity import (  # re-exported: the encoder's identity lives there
@@ -226,6 +227,8 @@ def model_identity(spec: dict, source: ModelSource, adapter_applied: bool) -> di
         "backend": spec.get("backend") or "torch",
         "quantization": spec.get("quantization"),
     }
+    if onnx_int8_config(spec):
+        identity["quantization_config"] = onnx_int8_config(spec)
     if spec.get("adapter"):
         identity["adapter"] = {
             "path": spec["adapter"],

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from embedflow.backends import MANIFEST, RUNTIME_DISTRIBUTIONS, check_backend, graph_file
+from embedflow.backends import MANIFEST, RUNTIME_DISTRIBUTIONS, check_backend, export_slice, graph_file
 from embedflow.backends.export import check_exported, export_model
 from embedflow.encoder import load_encoder, model_identity, resolve_source
 from embedflow.errors import ConfigError, UserError
@@ -139,8 +139,30 @@ def test_a_graph_exported_with_other_versions_is_refused(tiny_model, exports, tm
     check_exported(folder, spec(tiny_model, backend="onnx", quantization="int8"), "tiny")  # the fresh one passes
 
 
+def test_an_onnx_int8_graph_for_vnni_is_its_own_graph_and_its_own_cache_key(tiny_model, exports, tmp_path):
+    vnni = spec(tiny_model, backend="onnx", quantization="int8", quantization_config="avx512_vnni")
+    avx2 = spec(tiny_model, backend="onnx", quantization="int8", quantization_config="avx2")
+    assert graph_file(vnni) == "onnx/model_qint8_avx512_vnni.onnx"
+    assert graph_file(avx2) == graph_file(spec(tiny_model, backend="onnx", quantization="int8"))  # the default
+    manifest = export_model("tiny", vnni, tmp_path / "vnni", model_identity(vnni, resolve_source(str(tiny_model)), False))
+    assert manifest["settings"]["quantization_config"] == "avx512_vnni" and graph_file(vnni) in manifest["files_sha256"]
+    folder, _ = exports["onnx"]
+    with pytest.raises(UserError, match="model_qint8_avx512_vnni.onnx"):  # the avx2 export lacks that graph
+        check_exported(folder, vnni, "tiny")
+    reference = load_encoder("tiny", spec(tiny_model), "cpu", False).encode(TEXTS, None, 2)
+    encoder = load_encoder("tiny", {**vnni, "export_folder": str(tmp_path / "vnni")}, "cpu", False)
+    assert (encoder.encode(TEXTS, None, 2) * reference).sum(axis=1).min() >= INT8_MIN_COSINE
+    assert encoder.identity["quantization_config"] == "avx512_vnni"
+    assert identity_key(encoder_identity(vnni)) != identity_key(encoder_identity(avx2))
+    # Where the key does not apply it is in no identity and no export params: nothing reruns.
+    for other in (spec(tiny_model), spec(tiny_model, backend="onnx"), spec(tiny_model, backend="openvino",
+                                                                           quantization="int8")):
+        assert "quantization_config" not in encoder_identity(other) and "quantization_config" not in export_slice(other)
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"quantization": "int8"}, "quantization: int8 needs backend onnx or openvino"),
+    ({"backend": "onnx", "quantization": "int8", "quantization_config": "avx9"}, "must be one of avx2, avx512"),
     ({"backend": "onnx", "compute_precision": "bfloat16"}, "compute_precision 'bfloat16' is for backend torch"),
     ({"backend": "openvino", "adapter": "/adapters/a"}, "without the adapter /adapters/a"),
 ])

@@ -197,6 +197,8 @@ VARIANTS_ROWS = {
     "model.backend": ("onnx", BACKEND),
     # other runs backend onnx: int8 exports it again and reruns its own chain alone
     "model.quantization": ("int8", {"export_backend": 1, "embed": 1, "gather": 1, **CHAIN}),
+    # only ONNX int8 uses it (its graph and cache key: tests/test_backends.py); other's float graph does not
+    "model.quantization_config": ("avx512_vnni", NOTHING),
     "variant.base": ("other", TRUNCATION),
     "variant.truncate_dim": (12, TRUNCATION),
     "variant.pca.dim": (6, PCA),
@@ -231,7 +233,8 @@ HTTP_ROWS = {
     "model.http.price_per_million_tokens": (0.02, NOTHING),
 }
 # Where a key of a model or variant is changed.
-KEY_OWNERS = {"model": "tiny", "model.http": "served", "model.quantization": "other", "variant.base": "tiny_trunc",
+KEY_OWNERS = {"model": "tiny", "model.http": "served", "model.quantization": "other",
+              "model.quantization_config": "other", "variant.base": "tiny_trunc",
               "variant.truncate_dim": "tiny_trunc", "variant.pca": "tiny_pca", "variant.projection_head": "tiny_head"}
 
 

@@ -20,14 +20,18 @@ BACKENDS = ("torch", "onnx", "openvino", "http")
 # Backends that run a graph exported by rule export_backend.
 EXPORTED = ("onnx", "openvino")
 QUANTIZATIONS = (None, "int8")
+# ONNX dynamic int8's settings, by the CPU they are made for: the names and weight types of
+# sentence-transformers' export_dynamic_quantized_onnx_model(model, quantization_config)
+# (optimum's AutoQuantizationConfig): unsigned activations always, weights unsigned for
+# AVX2 (its u8 x s8 products can saturate), signed elsewhere (VNNI's VPDPBUSD, ARM's SDOT).
+ONNX_INT8_WEIGHTS = {"avx2": "quint8", "avx512": "qint8", "avx512_vnni": "qint8", "arm64": "qint8"}
 
 # The graph file inside the export folder, in sentence-transformers' own layout and names
-# (what `backend="onnx"` / `"openvino"` with model_kwargs={"file_name": ...} would load):
-# ONNX dynamic int8 with the AVX2 settings of export_dynamic_quantized_onnx_model (these CPUs
-# have AVX2, no AVX512 / VNNI), OpenVINO static int8 as export_static_quantized_openvino_model.
+# (what `backend="onnx"` / `"openvino"` with model_kwargs={"file_name": ...} would load);
+# ONNX int8's name says its settings (onnx_int8_file), OpenVINO static int8 is
+# export_static_quantized_openvino_model's.
 GRAPH_FILES = {
     ("onnx", None): "onnx/model.onnx",
-    ("onnx", "int8"): "onnx/model_quint8_avx2.onnx",
     ("openvino", None): "openvino/openvino_model.xml",
     ("openvino", "int8"): "openvino/openvino_model_qint8_quantized.xml",
 }
@@ -54,12 +58,37 @@ def is_exported(spec: dict) -> bool:
     return backend_of(spec) in EXPORTED
 
 
+def onnx_int8_config(spec: dict) -> str | None:
+    """The CPU an ONNX int8 graph is quantized for (``quantization_config``); None for any
+    other backend or quantization, which the key does not touch (OpenVINO int8 is static,
+    NNCF's, and picks its CPU kernels when it runs)."""
+    if backend_of(spec) == "onnx" and spec.get("quantization") == "int8":
+        return spec.get("quantization_config") or _default_onnx_int8()
+    return None
+
+
+def _default_onnx_int8() -> str:
+    from embedflow.schema import default
+
+    return default("quantization_config", name="model")
+
+
+def onnx_int8_file(config: str) -> str:
+    return f"onnx/model_{ONNX_INT8_WEIGHTS[config]}_{config}.onnx"
+
+
 def graph_file(spec: dict) -> str:
-    return GRAPH_FILES[(backend_of(spec), spec.get("quantization"))]
+    config = onnx_int8_config(spec)
+    return onnx_int8_file(config) if config else GRAPH_FILES[(backend_of(spec), spec.get("quantization"))]
 
 
 def export_slice(spec: dict) -> dict:
-    return {key: spec.get(key) for key in EXPORT_KEYS}
+    """What makes the graph; ``quantization_config`` only where it applies, so that it
+    reruns the exports of ONNX int8 models alone."""
+    settings = {key: spec.get(key) for key in EXPORT_KEYS}
+    if onnx_int8_config(spec):
+        settings["quantization_config"] = onnx_int8_config(spec)
+    return settings
 
 
 def runtime_versions(spec: dict) -> dict[str, str | None] | None:
@@ -101,6 +130,9 @@ def check_backend(key: str, spec: dict) -> None:
             f"{where}: quantization: {quantization} needs backend onnx or openvino (got {backend}); "
             "for smaller stored vectors use precisions (int8, binary) instead"
         )
+    config = spec.get("quantization_config") or _default_onnx_int8()
+    if config not in ONNX_INT8_WEIGHTS:
+        raise ConfigError(f"{where}: quantization_config must be one of {', '.join(ONNX_INT8_WEIGHTS)}, got {config!r}")
     if backend not in EXPORTED:
         return
     if spec.get("compute_precision", "float32") != "float32":

@@ -10,9 +10,9 @@ module does what those helpers do, with the libraries underneath them (docs/back
   transformers 5's padding-mask branch into the graph: padded rows come out wrong), inputs
   and ``last_hidden_state`` with dynamic batch and sequence axes;
 * ONNX int8: ONNX Runtime's dynamic quantization with the settings of
-  ``export_dynamic_quantized_onnx_model(model, "avx2", ...)`` (optimum's
-  ``AutoQuantizationConfig.avx2(is_static=False)``: uint8 activations, symmetric per-channel
-  uint8 weights, full range): these CPUs have AVX2 and no AVX512 / VNNI;
+  ``export_dynamic_quantized_onnx_model(model, quantization_config, ...)`` (optimum's
+  ``AutoQuantizationConfig.<config>(is_static=False)``: uint8 activations, symmetric
+  per-channel weights, uint8 for avx2 and int8 for the others, full range);
 * OpenVINO: ``openvino.convert_model`` of the float ONNX graph (one graph, two runtimes);
 * OpenVINO int8: NNCF post-training static quantization (what
   ``export_static_quantized_openvino_model`` runs) calibrated offline on the texts in
@@ -30,7 +30,9 @@ import shutil
 from pathlib import Path
 
 from embedflow.atomic import write_json
-from embedflow.backends import GRAPH_FILES, MANIFEST, backend_of, export_slice, graph_file, runtime_versions
+from embedflow.backends import (
+    GRAPH_FILES, MANIFEST, ONNX_INT8_WEIGHTS, backend_of, export_slice, graph_file, onnx_int8_config, runtime_versions,
+)
 from embedflow.errors import UserError
 from embedflow.hashing import sha256_file, sha256_tree
 
@@ -94,14 +96,15 @@ def export_onnx(model, path: Path) -> list[str]:
     return names
 
 
-def quantize_onnx_int8(float_path: Path, path: Path) -> None:
-    """Dynamic int8 as sentence-transformers' export_dynamic_quantized_onnx_model(..., "avx2")."""
+def quantize_onnx_int8(float_path: Path, path: Path, config: str) -> None:
+    """Dynamic int8 as sentence-transformers' export_dynamic_quantized_onnx_model(..., config)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.registry import IntegerOpsRegistry
 
+    weights = QuantType.QUInt8 if ONNX_INT8_WEIGHTS[config] == "quint8" else QuantType.QInt8
     quantize_dynamic(
         float_path, path, op_types_to_quantize=list(IntegerOpsRegistry), per_channel=True, reduce_range=False,
-        weight_type=QuantType.QUInt8, extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+        weight_type=weights, extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
     )
 
 
@@ -156,9 +159,9 @@ def export_model(key: str, spec: dict, folder: str | Path, source_identity: dict
         onnx_path = building / GRAPH_FILES[("onnx", None)]
         log.info("model %s: exporting its Transformer module to ONNX (dynamo exporter, opset %d)", key, OPSET)
         names = export_onnx(model, onnx_path)
-        if backend == "onnx" and quantization == "int8":
-            log.info("model %s: ONNX dynamic int8 (avx2 settings)", key)
-            quantize_onnx_int8(onnx_path, building / graph_file(spec))
+        if onnx_int8_config(spec):
+            log.info("model %s: ONNX dynamic int8 (%s settings)", key, onnx_int8_config(spec))
+            quantize_onnx_int8(onnx_path, building / graph_file(spec), onnx_int8_config(spec))
         if backend == "openvino":
             log.info("model %s: converting the ONNX graph to OpenVINO", key)
             network = convert_openvino(onnx_path, building / GRAPH_FILES[("openvino", None)])
@@ -208,8 +211,11 @@ def check_exported(folder: str | Path, spec: dict, key: str) -> dict:
                             if made_with[name] != installed[name])
         raise UserError(f"{folder} was exported with other versions than this environment has ({changed}); "
                         "run snakemake to export it again (rule export_backend's params hold the versions)")
-    settings = {**export_slice(spec), "quantization": None}
-    if {**manifest["settings"], "quantization": None} != settings or graph_file(spec) not in manifest["files_sha256"]:
+    # Which quantization is the graph file's business: the float graph is in every export.
+    def base(settings):
+        return {**settings, "quantization": None, "quantization_config": None}
+
+    if base(manifest["settings"]) != base(export_slice(spec)) or graph_file(spec) not in manifest["files_sha256"]:
         raise UserError(
             f"{folder} was exported for {manifest['settings']} and holds {sorted(manifest['files_sha256'])}, "
             f"but model {key} needs {graph_file(spec)} of {export_slice(spec)}; run snakemake to export it again"
