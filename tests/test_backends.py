@@ -12,6 +12,7 @@ import pytest
 
 from embedflow.backends import MANIFEST, RUNTIME_DISTRIBUTIONS, check_backend, export_slice, graph_file
 from embedflow.backends.export import check_exported, export_model
+from embedflow.config import model_output_slice
 from embedflow.encoder import load_encoder, model_identity, resolve_source
 from embedflow.errors import ConfigError, UserError
 from embedflow.hashing import sha256_file
@@ -154,10 +155,13 @@ def test_an_onnx_int8_graph_for_vnni_is_its_own_graph_and_its_own_cache_key(tiny
     assert (encoder.encode(TEXTS, None, 2) * reference).sum(axis=1).min() >= INT8_MIN_COSINE
     assert encoder.identity["quantization_config"] == "avx512_vnni"
     assert identity_key(encoder_identity(vnni)) != identity_key(encoder_identity(avx2))
-    # Where the key does not apply it is in no identity and no export params: nothing reruns.
+    # the params of export_backend and of the model's jobs: changing it reruns its export and chain
+    assert export_slice(vnni) != export_slice(avx2) and model_output_slice(vnni) != model_output_slice(avx2)
+    # Where the key does not apply it is in no identity and no params: nothing reruns.
     for other in (spec(tiny_model), spec(tiny_model, backend="onnx"), spec(tiny_model, backend="openvino",
                                                                            quantization="int8")):
-        assert "quantization_config" not in encoder_identity(other) and "quantization_config" not in export_slice(other)
+        for record in (encoder_identity(other), export_slice(other), model_output_slice(other)):
+            assert "quantization_config" not in record
 
 
 @pytest.mark.parametrize("overrides, message", [
