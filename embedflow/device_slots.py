@@ -168,11 +168,11 @@ def _policy_for(policy: str, devices: Devices, slot: int) -> str:
 def run_model_rule(snakemake, main: Callable[[object], None]) -> None:
     """``snakemake_rule.run_rule`` for a rule that loads a model (``gpu=1``): the job holds a
     GPU slot from before the model loads until it ends, and its ``runtime`` param names the
-    slot's device (cuda:N) in place of auto | cuda. A job with ``gpu=0`` (an http model's)
-    holds none."""
+    slot's device (cuda:N) in place of auto | cuda. A job with ``gpu=0`` (an http, onnx or
+    openvino model's: ``backends.computes_on_gpu``) holds none."""
 
     def with_slot(snakemake) -> None:
-        if not getattr(snakemake.resources, "gpu", 1):  # an http model's job: no device to hold
+        if not getattr(snakemake.resources, "gpu", 1):  # no GPU work (http, onnx, openvino): no device
             main(snakemake)
             return
         runtime = snakemake_rule.params_json(snakemake, "runtime")

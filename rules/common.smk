@@ -12,12 +12,12 @@ sys.path.insert(0, workflow.basedir)
 
 from embedflow.backends import (
     check_backends,
+    computes_on_gpu,
     export_key,
     export_slice,
     is_exported,
     runtime_versions,
 )
-from embedflow.backends.http_settings import is_http
 from embedflow.config import canonical_json, model_output_slice, selection_slice
 from embedflow.database import DatabaseSettings, describe_target
 from embedflow.paths import (
@@ -162,9 +162,11 @@ def model_spec(wildcards):
 
 
 def model_gpus(wildcards):
-    """The GPUs a model job takes: one, or none for an http model (the API does the work),
-    so `--resources gpu=N` and SLURM's --gpus count only jobs that run a model here."""
-    return 0 if is_http(MODELS[wildcards.model]) else 1
+    """The GPUs a model job takes: one for torch, none for onnx / openvino (the CPU does the
+    work) or http (the API does), so `--resources gpu=N` and SLURM's --gpus count only jobs
+    that can use a GPU, and a CPU backend's job is never handed a cuda:N it would refuse.
+    """
+    return 1 if computes_on_gpu(MODELS[wildcards.model]) else 0
 
 
 def local_model_files(wildcards):

@@ -482,6 +482,22 @@ def test_a_forked_dry_run_plans_as_the_command_line_does(matrix_workflows):
     assert forked == plain == QUERY_PROMPT
 
 
+def test_only_a_torch_models_jobs_take_a_gpu(matrix_workflows):
+    """Model other runs backend onnx, on the CPU: its embed and probe ask for gpu=0 (no GPU
+    slot, which would hand it a cuda:N its backend refuses; no --gpus from SLURM), while
+    tiny's, on torch, ask for gpu=1."""
+    workflow = matrix_workflows["variants"]
+    done = workflow.snakemake("--dry-run", "--forcerun", "embed", "probe")
+    gpus: dict[tuple[str, str], set[str]] = {}
+    for block in re.split(r"^(?:local)?(?:rule|checkpoint) ", done.stdout + done.stderr, flags=re.M)[1:]:
+        model = re.search(r"^\s+wildcards: (?:.*, )?model=([\w-]+)", block, re.M)
+        gpu = re.search(r"^\s+resources: .*\bgpu=(\d+)", block, re.M)
+        if model and gpu:
+            gpus.setdefault((block.split(":", 1)[0], model[1]), set()).add(gpu[1])
+    assert gpus[("embed", "other")] == gpus[("probe", "other")] == {"0"}, gpus
+    assert gpus[("embed", "tiny")] == gpus[("probe", "tiny")] == {"1"}, gpus
+
+
 def test_a_model_on_backend_onnx_is_exported_embedded_and_verified(matrix_workflows):
     """Model other of the variants workflow runs backend onnx: its export is an input of its
     embed and probe, and verify's checks pass on it (the probe encodes through the same graph)."""

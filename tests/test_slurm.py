@@ -49,7 +49,7 @@ def slurm(tmp_path_factory):
 
 def gpu_rules() -> set[str]:
     """Rules that ask for a GPU (model jobs, shard jobs included): gpu=1, or model_gpus (one,
-    none for an http model)."""
+    none for an http, onnx or openvino model)."""
     rules = set()
     for smk in (REPO / "rules").glob("*.smk"):
         for name, body in re.findall(r"^rule (\w+):(.*?)(?=^rule |\Z)", smk.read_text(), re.S | re.M):

@@ -58,6 +58,12 @@ def is_exported(spec: dict) -> bool:
     return backend_of(spec) in EXPORTED
 
 
+def computes_on_gpu(spec: dict) -> bool:
+    """Whether the model's jobs may compute on a GPU here: torch only (onnx and openvino run
+    on the CPU, an http model on its server), so only torch model jobs take a GPU slot."""
+    return backend_of(spec) == "torch"
+
+
 def onnx_int8_config(spec: dict) -> str | None:
     """The CPU an ONNX int8 graph is quantized for (``quantization_config``); None for any
     other backend or quantization, which the key does not touch (OpenVINO int8 is static,
