@@ -14,11 +14,13 @@ rebuilds the index, never reloads rows.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -180,17 +182,19 @@ def search_settings(settings: IndexSettings, options: dict) -> dict:
 
 
 def build_index(connection, table: str, settings: IndexSettings, build: dict,
-                remeasure_above: float | None = None) -> dict:
+                remeasure_above: float | None = None, rows: int | None = None) -> dict:
     """Build (or keep) the index of ``table``; returns the marker's facts. A kept index's
     recall is measured again only once diff loads changed more than ``remeasure_above`` of
-    its rows since the last measurement (index.remeasure_recall_above; None: every time)."""
+    its rows since the last measurement (index.remeasure_recall_above; None: every time).
+    ``rows``: the table's row count as its load's marker gives it (else counted: a scan)."""
     from psycopg import sql
 
     from embedflow.serving import store_recall
 
     with connection.transaction(), connection.cursor() as cursor:
         column = column_of(cursor, table)
-        rows = cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+        if rows is None:
+            rows = cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
     plan = plan_for(column, settings)
     facts = {"table": table, "rows": rows, "method": settings.method, "metric": plan.metric,
              "column_type": column.sql_type, "index_type": plan.index_type,
@@ -346,8 +350,9 @@ def main(snakemake) -> None:
     build = params_json(snakemake, "build")
     table = snakemake.params.table
     recall = params_json(snakemake, "recall")
+    loaded = json.loads(Path(snakemake.input.loaded).read_text())
     with connect(database) as connection:
-        facts = build_index(connection, table, settings, build, recall["remeasure_above"])
+        facts = build_index(connection, table, settings, build, recall["remeasure_above"], rows=loaded["rows"])
         facts["server"] = server_versions(connection)
     facts["database"] = describe_target(database)
     write_json(snakemake.output.marker, facts)
