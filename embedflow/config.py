@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from embedflow.backends import onnx_int8_config
+from embedflow.backends import onnx_int8_entry
 from embedflow.backends.http_settings import is_http, vector_slice
 
 # Model settings that change the vectors a model produces. batch_size does not.
@@ -42,8 +42,7 @@ def model_output_slice(spec: dict) -> dict:
         output["backend"] = spec["backend"]
     if spec.get("quantization"):
         output["quantization"] = spec["quantization"]
-    if onnx_int8_config(spec):
-        output["quantization_config"] = onnx_int8_config(spec)
+    output.update(onnx_int8_entry(spec))
     if is_http(spec):
         output["http"] = vector_slice(spec["http"])
     if spec.get("variant"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedflow.backends import onnx_int8_config
+from embedflow.backends import onnx_int8_entry
 from embedflow.errors import ConfigError, UserError
 from embedflow.hashing import sha256_tree
 from embedflow.identity import (  # re-exported: the encoder's identity lives there
@@ -227,8 +227,7 @@ def model_identity(spec: dict, source: ModelSource, adapter_applied: bool) -> di
         "backend": spec.get("backend") or "torch",
         "quantization": spec.get("quantization"),
     }
-    if onnx_int8_config(spec):
-        identity["quantization_config"] = onnx_int8_config(spec)
+    identity.update(onnx_int8_entry(spec))
     if spec.get("adapter"):
         identity["adapter"] = {
             "path": spec["adapter"],

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedflow.backends import onnx_int8_config, runtime_versions
+from embedflow.backends import onnx_int8_entry, runtime_versions
 from embedflow.backends.http_settings import VECTOR_KEYS as HTTP_VECTOR_KEYS, is_http, vector_slice
 from embedflow.bundled import BUNDLED_MODELS, BUNDLED_PREFIX, bundled_folder
 from embedflow.errors import ConfigError
@@ -160,8 +160,7 @@ def encoder_identity(spec: dict) -> dict:
         "http": _http_identity(spec.get("http")),
         "variant": _variant_identity(spec.get("variant")),
     }
-    if onnx_int8_config(spec):  # only where it applies: other models' keys stay as they were
-        identity["quantization_config"] = onnx_int8_config(spec)
+    identity.update(onnx_int8_entry(spec))  # only where it applies: other models' keys stay as they were
     runtime = runtime_versions(spec)
     if runtime is not None:  # an exported graph: what made it and runs it (torch keys stay as they were)
         identity["runtime"] = runtime

@@ -173,6 +173,17 @@ def job_counts(output: str) -> dict[str, int]:
     return jobs
 
 
+def job_gpus(output: str) -> dict[tuple[str, str | None], set[str]]:
+    """(rule, model wildcard or None) -> the gpu values of its planned jobs, from a dry run's
+    job blocks."""
+    gpus: dict[tuple[str, str | None], set[str]] = {}
+    for block in re.split(r"^(?:local)?(?:rule|checkpoint) ", output, flags=re.M)[1:]:
+        model = re.search(r"^\s+wildcards: (?:.*, )?model=([\w-]+)", block, re.M)
+        if gpu := re.search(r"^\s+resources: .*\bgpu=(\d+)", block, re.M):
+            gpus.setdefault((block.split(":", 1)[0], model and model[1]), set()).add(gpu[1])
+    return gpus
+
+
 def planned_jobs(workflow: Workflow, *args: str) -> dict[str, int]:
     """The jobs `snakemake --dry-run` plans (default rerun triggers), by rule."""
     done = workflow.snakemake("--dry-run", "--quiet=rules", *args)

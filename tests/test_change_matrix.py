@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, Workflow, example_chunks, job_counts, make_workflow, planned_jobs
+from conftest import REPO, Workflow, example_chunks, job_counts, job_gpus, make_workflow, planned_jobs
 
 # --- the keys -------------------------------------------------------------------------
 
@@ -488,12 +488,7 @@ def test_only_a_torch_models_jobs_take_a_gpu(matrix_workflows):
     tiny's, on torch, ask for gpu=1."""
     workflow = matrix_workflows["variants"]
     done = workflow.snakemake("--dry-run", "--forcerun", "embed", "probe")
-    gpus: dict[tuple[str, str], set[str]] = {}
-    for block in re.split(r"^(?:local)?(?:rule|checkpoint) ", done.stdout + done.stderr, flags=re.M)[1:]:
-        model = re.search(r"^\s+wildcards: (?:.*, )?model=([\w-]+)", block, re.M)
-        gpu = re.search(r"^\s+resources: .*\bgpu=(\d+)", block, re.M)
-        if model and gpu:
-            gpus.setdefault((block.split(":", 1)[0], model[1]), set()).add(gpu[1])
+    gpus = job_gpus(done.stdout + done.stderr)
     assert gpus[("embed", "other")] == gpus[("probe", "other")] == {"0"}, gpus
     assert gpus[("embed", "tiny")] == gpus[("probe", "tiny")] == {"1"}, gpus
 

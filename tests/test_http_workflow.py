@@ -6,11 +6,10 @@ file of the tree; and the change matrix's http rows plan what they should."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
-from conftest import Workflow, copy_of, make_workflow, planned_jobs
+from conftest import Workflow, copy_of, job_gpus, make_workflow, planned_jobs
 from test_change_matrix import HTTP_ROWS, DryRuns, edit_config, set_key
 
 KEY_ENV = "EMBEDFLOW_HTTP_KEY"
@@ -100,15 +99,5 @@ def test_the_model_jobs_take_no_gpu(http_workflow):
     workflow, _, _ = http_workflow
     done = workflow.snakemake("--dry-run", "--forcerun", "embed", "probe", "--", TARGET)
     gpus = job_gpus(done.stdout + done.stderr)
-    assert set(gpus) >= {"embed", "probe"}, done.stdout
+    assert {rule for rule, _ in gpus} >= {"embed", "probe"}, done.stdout
     assert all(values == {"0"} for values in gpus.values()), gpus
-
-
-def job_gpus(output: str) -> dict[str, set[str]]:
-    """rule -> the gpu values of its planned jobs, from a dry run's job blocks."""
-    gpus: dict[str, set[str]] = {}
-    for block in re.split(r"^(?:local)?(?:rule|checkpoint) ", output, flags=re.M)[1:]:
-        rule = block.split(":", 1)[0]
-        if match := re.search(r"^\s+resources: .*\bgpu=(\d+)", block, re.M):
-            gpus.setdefault(rule, set()).add(match[1])
-    return gpus

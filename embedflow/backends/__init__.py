@@ -73,6 +73,14 @@ def onnx_int8_config(spec: dict) -> str | None:
     return None
 
 
+def onnx_int8_entry(spec: dict) -> dict[str, str]:
+    """``{"quantization_config": ...}`` for an ONNX int8 model, else ``{}``: merged into the
+    export's params, the model's params and both identities only where it applies, so that
+    every other model's keys (and cached vectors) stay as they were."""
+    config = onnx_int8_config(spec)
+    return {"quantization_config": config} if config else {}
+
+
 def _default_onnx_int8() -> str:
     from embedflow.schema import default
 
@@ -91,10 +99,7 @@ def graph_file(spec: dict) -> str:
 def export_slice(spec: dict) -> dict:
     """What makes the graph; ``quantization_config`` only where it applies, so that it
     reruns the exports of ONNX int8 models alone."""
-    settings = {key: spec.get(key) for key in EXPORT_KEYS}
-    if onnx_int8_config(spec):
-        settings["quantization_config"] = onnx_int8_config(spec)
-    return settings
+    return {**{key: spec.get(key) for key in EXPORT_KEYS}, **onnx_int8_entry(spec)}
 
 
 def runtime_versions(spec: dict) -> dict[str, str | None] | None:

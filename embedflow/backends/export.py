@@ -159,9 +159,9 @@ def export_model(key: str, spec: dict, folder: str | Path, source_identity: dict
         onnx_path = building / GRAPH_FILES[("onnx", None)]
         log.info("model %s: exporting its Transformer module to ONNX (dynamo exporter, opset %d)", key, OPSET)
         names = export_onnx(model, onnx_path)
-        if onnx_int8_config(spec):
-            log.info("model %s: ONNX dynamic int8 (%s settings)", key, onnx_int8_config(spec))
-            quantize_onnx_int8(onnx_path, building / graph_file(spec), onnx_int8_config(spec))
+        if int8_config := onnx_int8_config(spec):
+            log.info("model %s: ONNX dynamic int8 (%s settings)", key, int8_config)
+            quantize_onnx_int8(onnx_path, building / graph_file(spec), int8_config)
         if backend == "openvino":
             log.info("model %s: converting the ONNX graph to OpenVINO", key)
             network = convert_openvino(onnx_path, building / GRAPH_FILES[("openvino", None)])
