@@ -28,26 +28,56 @@ import _common as common  # noqa: E402
 DEFAULT_WORKDIR = "/tmp/efbench"  # short: the server's Unix socket lives in pgdata (107 bytes at most)
 
 
-def synthetic(workdir: Path, rows: int, dim: int, seed: int = 0) -> tuple[Path, Path]:
+def synthetic(workdir: Path, rows: int, dim: int, seed: int = 0, centres: int = 0) -> tuple[Path, Path]:
     """(chunks .jsonl, float32 Parquet) of ``rows`` random unit vectors, made once per workdir.
 
     ``conftest.synthetic_corpus`` writes them; row groups of 4,096 rows, as the
-    embed stage writes them (``embed.window_rows`` is 2,048 now).
+    embed stage writes them (``embed.window_rows`` is 2,048 now). ``centres`` > 0:
+    drawn around that many topics (``clustered_unit_vectors``) rather than uniformly,
+    which HNSW builds and searches about as fast as real embeddings.
     """
     from conftest import synthetic_corpus
 
-    folder = workdir / f"synthetic_{rows}x{dim}_s{seed}"
+    folder = workdir / (f"synthetic_{rows}x{dim}_s{seed}" + (f"_c{centres}" if centres else ""))
     chunks = folder / "chunks.jsonl"
     parquet = folder / "embeddings_synthetic_float32.parquet"
     done = folder / "done"
     if not done.exists():
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        synthetic_corpus(folder, rows, dim, seed=seed, batch=4096)
-        done.write_text(json.dumps({"rows": rows, "dim": dim, "seed": seed}))
+        vectors = clustered_unit_vectors(seed, rows, dim, centres) if centres else None
+        synthetic_corpus(folder, rows, dim, seed=seed, batch=4096, vectors=vectors)
+        done.write_text(json.dumps({"rows": rows, "dim": dim, "seed": seed, "centres": centres}))
         print(f"made {rows} x {dim} synthetic corpus in {time.perf_counter() - started:.1f} s: {folder}",
               file=sys.stderr)
     return chunks, parquet
+
+
+NOISE = 1.0  # a vector's distance from its topic's centre, as long as the (unit) centre itself
+
+
+def clustered_unit_vectors(seed: int, rows: int, dim: int, centres: int):
+    """Unit vectors each near one of ``centres`` random topics: cosine about 0.7 to its centre
+    and 0.5 to another of its topic, about 0 across topics (real text embeddings: a page's
+    chunks close together, unrelated pages far apart). Made 65,536 rows at a time."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    topics = rng.normal(size=(centres, dim))
+    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
+    vectors = np.empty((rows, dim), dtype=np.float32)
+    for start in range(0, rows, 65536):
+        size = min(65536, rows - start)
+        vectors[start:start + size] = near(rng, topics[rng.integers(centres, size=size)])
+    return vectors
+
+
+def near(rng, points):
+    """Unit vectors near each of ``points`` (rows, dim), NOISE away before normalising."""
+    import numpy as np
+
+    moved = points + rng.normal(scale=NOISE / np.sqrt(points.shape[1]), size=points.shape)
+    return (moved / np.linalg.norm(moved, axis=1, keepdims=True)).astype(np.float32)
 
 
 @contextmanager

@@ -368,10 +368,10 @@ def tiny_lora_adapter(tmp_path_factory, tiny_model) -> Path:
 
 
 def synthetic_corpus(folder: Path, rows: int, dim: int, precisions=("float32",), seed: int = 0, batch: int = 1000,
-                     normalized: bool = True):
+                     normalized: bool = True, vectors=None):
     """A chunks file and embeddings files of random unit vectors (``normalized=False``: lengths
-    spread over 0.5-2, so that inner product, cosine and L2 rank differently); returns
-    (chunks path, vectors)."""
+    spread over 0.5-2, so that inner product, cosine and L2 rank differently; ``vectors``: these
+    unit vectors instead); returns (chunks path, vectors)."""
     import numpy as np
 
     from embedflow.embeddings_file import EmbeddingsMetadata, EmbeddingsWriter
@@ -379,8 +379,9 @@ def synthetic_corpus(folder: Path, rows: int, dim: int, precisions=("float32",),
     from embedflow.precision import convert
 
     rng = np.random.default_rng(seed)
-    vectors = rng.normal(size=(rows, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    if vectors is None:
+        vectors = rng.normal(size=(rows, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     if not normalized:
         vectors *= rng.uniform(0.5, 2, size=(rows, 1)).astype(np.float32)
     chunks = [{"id": f"c{i}", "content": f"chunk number {i}", "summary": f"#{i}", "module": "m", "n": i}
