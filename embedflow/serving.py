@@ -13,7 +13,7 @@ its index.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from embedflow.index import (
     IndexSettings,
@@ -24,6 +24,7 @@ from embedflow.index import (
     set_build_settings,
     staging_index_name,
 )
+from embedflow.schema import default
 from embedflow.tables import PKEY_SUFFIX, REGISTRY_TABLE, STAGING_SUFFIX, VectorColumn
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class ServingSettings:
 
     index: IndexSettings | None = None  # None: the new table gets no index (tests of load alone)
     build: dict | None = None
-    full_reload_above: float = 0.5
+    full_reload_above: float = field(default_factory=lambda: default("database.full_reload_above"))
     lock_timeout: str = "60s"
 
     @classmethod
