@@ -14,12 +14,13 @@ or with ``--centres`` one drawn around topics), with the index stage's defaults
 * ``diff``: the corpus with ``edit`` of its rows touched (half of them new
   texts and vectors, a quarter deleted, a quarter new chunks), ``plan_table``
   on it, ``load_table`` (a diff: hashes COPYed and joined, changed rows COPYed
-  and applied; rule preflight's records index used, as in the workflow), then ``build_index`` again (kept; its recall carried, as the
-  index job carries it while at most ``index.remeasure_recall_above`` of the
-  rows changed).
+  and applied; rule preflight's records index used, as in the workflow), then
+  ``build_index`` again (kept; its recall carried, as the index job carries it
+  while at most ``index.remeasure_recall_above`` of the rows changed).
 
-In one process: a job's own start (interpreter, imports, provenance: about
-0.3-0.6 s each for load and index, docs/benchmarks.md) is not counted.
+In one process: a job's own start and bookkeeping (interpreter, imports,
+provenance: 0.43 s for load and 0.33 s for index in the last ``edit_rerun.py``
+run, docs/benchmarks.md) is not counted.
 Prints one Markdown table; the figures in docs/benchmarks.md came from it.
 Goal (issue 13): diff load + index ≤ 10 % of full load + index.
 """
@@ -53,15 +54,18 @@ def edited_corpus(workdir: Path, chunks: Path, parquet: Path, share: float, clus
     changed, deleted = set(picked[: touched // 2].tolist()), set(picked[touched // 2:].tolist())
     for i in changed:
         records[i]["content"] += " (edited)"
-        fresh = _pg.near(rng, vectors[i:i + 1])[0] if clustered else rng.normal(size=vectors.shape[1]).astype(np.float32)
-        vectors[i] = fresh / np.linalg.norm(fresh)
+        if clustered:
+            vectors[i] = _pg.near(rng, vectors[i:i + 1])[0]  # unit already
+        else:
+            fresh = rng.normal(size=vectors.shape[1]).astype(np.float32)
+            vectors[i] = fresh / np.linalg.norm(fresh)
     kept = [i for i in range(len(records)) if i not in deleted]
     added = touched - len(changed) - len(deleted)
     if clustered:
         new = _pg.near(rng, vectors[rng.integers(len(vectors), size=added)])
     else:
         new = rng.normal(size=(added, vectors.shape[1])).astype(np.float32)
-    new /= np.linalg.norm(new, axis=1, keepdims=True)
+        new /= np.linalg.norm(new, axis=1, keepdims=True)
     records = [records[i] for i in kept] + [{"id": f"new{i}", "content": f"new chunk {i}", "summary": None}
                                             for i in range(added)]
     vectors = np.vstack([vectors[kept], new])
